@@ -1,0 +1,61 @@
+"""`llm-recipes`: run the toy pipeline, a pipeline recipe, or one stage. It launches the same scripts as
+`accelerate launch scripts/<stage>.py`; it is no second implementation.
+
+    llm-recipes toy                                   # the embedded default, end to end on a CPU
+    llm-recipes run recipes/toy/pipeline.yaml --from sft --until eval
+    llm-recipes sft --config recipes/toy/sft.yaml [--accelerate_config accelerate_configs/ddp.yaml] [--key value]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from llm_recipes import REPO_ROOT
+from llm_recipes.errors import RecipeError
+from llm_recipes.pipeline import DEFAULT_ACCELERATE_CONFIG, run_pipeline
+
+TOY_PIPELINE = "recipes/toy/pipeline.yaml"
+
+
+def stage_names() -> list[str]:
+    return sorted(p.stem for p in (REPO_ROOT / "scripts").glob("*.py") if not p.stem.startswith("_"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="llm-recipes", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("toy", "run the toy pipeline (the embedded default)"), ("run", "run a pipeline YAML")):
+        p = sub.add_parser(name, help=help_text)
+        if name == "run":
+            p.add_argument("pipeline", help="pipeline YAML, e.g. recipes/toy/pipeline.yaml")
+        p.add_argument("--from", dest="from_stage", help="first stage to run")
+        p.add_argument("--until", dest="until_stage", help="last stage to run")
+        p.add_argument("--force", action="store_true", help="re-run stages whose output is already complete")
+    for name in stage_names():
+        p = sub.add_parser(name, help=f"launch scripts/{name}.py", add_help=False)
+        p.add_argument("--accelerate_config", default=DEFAULT_ACCELERATE_CONFIG)
+    args, rest = parser.parse_known_args(argv)
+
+    if getattr(args, "pipeline", None):
+        args.pipeline = os.path.abspath(args.pipeline)
+    os.chdir(REPO_ROOT)  # recipes name paths relative to the repository root
+    try:
+        if args.command in ("toy", "run"):
+            if rest:
+                parser.error(f"unrecognised arguments: {' '.join(rest)}")
+            run_pipeline(TOY_PIPELINE if args.command == "toy" else args.pipeline, args.from_stage, args.until_stage, args.force)
+            return 0
+    except RecipeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", args.accelerate_config,
+               f"scripts/{args.command}.py", *rest]
+    return subprocess.call(command)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
