@@ -15,6 +15,10 @@ from llm_recipes.training import setup_logging
 logger = logging.getLogger("llm_recipes")
 
 
+# The recipe YAML of this stage is parsed into these (tests parse every recipe with them).
+CONFIG_CLASSES = (InitModelArguments,)
+
+
 def main(args: InitModelArguments) -> None:
     setup_logging()
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name_or_path)
@@ -38,4 +42,4 @@ def main(args: InitModelArguments) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main, [InitModelArguments])
+    run_cli(main, CONFIG_CLASSES)

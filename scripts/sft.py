@@ -11,6 +11,10 @@ from llm_recipes import data, models, training
 from llm_recipes.configs import DataArguments, ModelArguments, run_cli
 
 
+# The recipe YAML of this stage is parsed into these (tests parse every recipe with them).
+CONFIG_CLASSES = (DataArguments, SFTConfig, ModelArguments)
+
+
 def main(data_args: DataArguments, training_args: SFTConfig, model_args: ModelArguments) -> None:
     training.setup(training_args)
 
@@ -39,4 +43,4 @@ def main(data_args: DataArguments, training_args: SFTConfig, model_args: ModelAr
 
 
 if __name__ == "__main__":
-    run_cli(main, [DataArguments, SFTConfig, ModelArguments])
+    run_cli(main, CONFIG_CLASSES)

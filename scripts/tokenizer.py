@@ -16,6 +16,10 @@ from llm_recipes.training import setup_logging
 logger = logging.getLogger("llm_recipes")
 
 
+# The recipe YAML of this stage is parsed into these (tests parse every recipe with them).
+CONFIG_CLASSES = (TokenizerArguments,)
+
+
 def main(args: TokenizerArguments) -> None:
     setup_logging()
     splits = load_source(args.dataset_name, args.dataset_config, split=None)
@@ -46,4 +50,4 @@ def main(args: TokenizerArguments) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main, [TokenizerArguments])
+    run_cli(main, CONFIG_CLASSES)

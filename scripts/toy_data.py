@@ -1,6 +1,6 @@
 """Generate the toy world's datasets (corpus, SFT conversations, held-out questions) in the Hub format.
 
-    accelerate launch scripts/toy_data.py --config recipes/toy/data.yaml
+    accelerate launch scripts/toy_data.py --config recipes/toy/toy_data.yaml
 """
 
 import logging
@@ -14,6 +14,10 @@ from llm_recipes.training import setup_logging
 logger = logging.getLogger("llm_recipes")
 
 
+# The recipe YAML of this stage is parsed into these (tests parse every recipe with them).
+CONFIG_CLASSES = (ToyDataArguments,)
+
+
 def main(args: ToyDataArguments) -> None:
     setup_logging()
     world = ToyWorld(seed=args.seed, n_entities=args.n_entities, heldout_fraction=args.heldout_fraction)
@@ -24,4 +28,4 @@ def main(args: ToyDataArguments) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main, [ToyDataArguments])
+    run_cli(main, CONFIG_CLASSES)

@@ -1,6 +1,6 @@
 """Ask each model the toy world's held-out questions: format-following, EOS and exact-match rates.
 
-    accelerate launch scripts/toy_eval.py --config recipes/toy/eval.yaml
+    accelerate launch scripts/toy_eval.py --config recipes/toy/toy_eval.yaml
 """
 
 import json
@@ -16,6 +16,10 @@ from llm_recipes.toy.evaluate import generate_answers, score_answers
 from llm_recipes.training import cpu_threads, setup_logging
 
 logger = logging.getLogger("llm_recipes")
+
+
+# The recipe YAML of this stage is parsed into these (tests parse every recipe with them).
+CONFIG_CLASSES = (ToyEvalArguments,)
 
 
 def main(args: ToyEvalArguments) -> None:
@@ -41,4 +45,4 @@ def main(args: ToyEvalArguments) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main, [ToyEvalArguments])
+    run_cli(main, CONFIG_CLASSES)
