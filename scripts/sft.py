@@ -9,6 +9,7 @@ from trl import SFTConfig, SFTTrainer
 
 from llm_recipes import data, models, training
 from llm_recipes.configs import DataArguments, ModelArguments, run_cli
+from llm_recipes.errors import ConfigError
 
 
 # The recipe YAML of this stage is parsed into these (tests parse every recipe with them).
@@ -18,7 +19,13 @@ CONFIG_CLASSES = (DataArguments, SFTConfig, ModelArguments)
 def main(data_args: DataArguments, training_args: SFTConfig, model_args: ModelArguments) -> None:
     training.setup(training_args)
 
-    dataset = data.load_stage_data(data_args, seed=training_args.seed)
+    with training.main_process_loads_data_first(training_args):
+        dataset = data.load_stage_data(data_args, seed=training_args.seed)
+    if training_args.eval_strategy != "no" and "test" not in dataset:
+        raise ConfigError(
+            f"eval_strategy: '{training_args.eval_strategy.value}' needs an eval split, and the data has no "
+            f"'{data_args.dataset_test_split}' split (set dataset_test_split, or eval_strategy: \"no\")"
+        )
     tokenizer = models.load_tokenizer(model_args, training_args.trust_remote_code)
     model = models.load_model(model_args, tokenizer, trust_remote_code=training_args.trust_remote_code)
 

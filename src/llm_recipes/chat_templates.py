@@ -49,7 +49,11 @@ def setup_chat_template(tokenizer: PreTrainedTokenizerBase, chat_template: str |
         end = next((tok for tok in END_OF_TURN_CANDIDATES if tok in template), None)
     else:
         template, specials, end = resolve_template(chat_template or "chatml")
-    added = tokenizer.add_special_tokens({"additional_special_tokens": specials}) if specials else 0
+    # the end-of-turn token becomes EOS, so it must be one token of the vocabulary (an inline template may name
+    # one the tokenizer lacks: it would otherwise encode as several pieces, or as <unk>)
+    special = set(tokenizer.all_special_tokens)
+    missing = [tok for tok in dict.fromkeys([*specials, *([end] if end else [])]) if tok not in special]
+    added = tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False) if missing else 0
     tokenizer.chat_template = template
     if end is not None:
         tokenizer.eos_token = end
@@ -64,6 +68,8 @@ def align_model_with_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedToke
         model.resize_token_embeddings(len(tokenizer))
     model.config.eos_token_id = tokenizer.eos_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
+    if not hasattr(model, "generation_config"):  # a sequence classifier (reward model) does not generate
+        return
     if model.generation_config is None:
         model.generation_config = GenerationConfig()
     model.generation_config.eos_token_id = tokenizer.eos_token_id

@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 import yaml
-from trl import ModelConfig, TrlParser
+from transformers import TrainingArguments
+from trl import DPOConfig, GRPOConfig, ModelConfig, RewardConfig, RLOOConfig, TrlParser
 
 from llm_recipes.errors import ConfigError, RecipeError
 
@@ -41,8 +43,12 @@ class DataArguments:
     dataset_format: str = field(
         default="auto",
         metadata={
-            "help": "Row format of the data; 'auto' detects it from the columns.",
-            "choices": ["auto", "messages", "alpaca", "sharegpt", "prompt_completion", "text"],
+            "help": "Row format of the data; 'auto' detects it from the columns among the formats of the kind the "
+            "stage needs (SFT: messages, sharegpt, alpaca, prompt_completion, text; reward/DPO: ultrafeedback, "
+            "preference (explicit or implicit prompt, hh-rlhf text recognised), hh_rlhf; PPO/GRPO/RLOO: prompt, "
+            "prompt_from_messages).",
+            "choices": ["auto", "messages", "alpaca", "sharegpt", "prompt_completion", "text",
+                        "preference", "hh_rlhf", "ultrafeedback", "prompt", "prompt_from_messages"],
         },
     )
     on_bad_row: str = field(
@@ -88,15 +94,39 @@ def _field_types(dataclass_types: Sequence[type]) -> dict[str, str]:
     return {f.name: dc.__name__ for dc in dataclass_types for f in fields(dc)}
 
 
-def _check_value(parser: argparse.ArgumentParser, key: str, value: Any, path: str) -> None:
-    """Check a YAML value the way argparse would check it on the command line."""
+def _fields_accepting(dataclass_types: Sequence[type], container: type) -> set[str]:
+    """Fields whose annotation admits a list (or dict), whatever argparse was told (`report_to: str | list[str]`)."""
+    out = set()
+    for dc in dataclass_types:
+        for name, hint in typing.get_type_hints(dc).items():
+            hints = (hint, *typing.get_args(hint))
+            hints += tuple(a for h in hints[1:] for a in typing.get_args(h))  # list[dict] items may be mappings
+            if any(h is container or typing.get_origin(h) is container for h in hints):
+                out.add(name)
+    return out
+
+
+def _check_value(
+    parser: argparse.ArgumentParser, key: str, value: Any, path: str, list_ok: bool = False, dict_ok: bool = False
+) -> Any:
+    """Check a YAML value the way argparse would check it on the command line, and return it converted to the
+    field's type: a YAML `2024` for a str field becomes '2024', a single value for a list field a one-item list
+    (argparse leaves YAML defaults as they are, so the dataclass would otherwise get the wrong type)."""
     action = next(a for a in parser._actions if a.dest == key)
-    values = value if isinstance(value, list) and action.nargs in ("+", "*") else [value]
-    for item in values:
-        if item is None or action.type in (None, dict) or isinstance(item, dict):
+    many = action.nargs in ("+", "*")
+    if many and value is not None and not isinstance(value, list):
+        value = [value]
+    if isinstance(value, list) and not (many or list_ok):
+        raise ConfigError(f"{path}: key '{key}' takes one value, got a list {value!r}")
+    converted_items = []
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, dict) and not dict_ok:
+            raise ConfigError(f"{path}: key '{key}' takes a single value, got a mapping {item!r}")
+        if item is None or action.type is None or isinstance(item, dict):
+            converted_items.append(item)
             continue
         if isinstance(item, list):
-            raise ConfigError(f"{path}: key '{key}' takes one value, got a list {item!r}")
+            raise ConfigError(f"{path}: key '{key}' takes a list of single values, got a nested list {item!r}")
         try:
             converted = action.type(str(item))
         except (TypeError, ValueError, argparse.ArgumentTypeError):
@@ -105,11 +135,17 @@ def _check_value(parser: argparse.ArgumentParser, key: str, value: Any, path: st
             ) from None
         if action.choices is not None and converted not in action.choices:
             raise ConfigError(f"{path}: key '{key}' must be one of {list(action.choices)}, got {item!r}")
+        converted_items.append(converted)
+    return converted_items if isinstance(value, list) else converted_items[0]
 
 
 # Settings that only make sense on a GPU; where there is none they are turned off, so GPU recipes parse and
 # run (slowly) on a CPU instead of failing in TrainingArguments (bf16 autocast and checkpointing slow a CPU).
-CPU_OVERRIDES = {"bf16": False, "fp16": False, "use_cpu": True, "gradient_checkpointing": False}
+# transformers 5 renamed gradient checkpointing to `activation_checkpointing` (the old name is an alias).
+CPU_OVERRIDES = {
+    "bf16": False, "fp16": False, "use_cpu": True, "gradient_checkpointing": False,
+    "activation_checkpointing": False,
+}
 
 
 def _load_yaml(path: str) -> dict:
@@ -133,11 +169,21 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
     """
     args = list(sys.argv[1:] if args is None else args)
     parser = TrlParser(list(dataclass_types))
+
+    def command_line_error(message: str):  # argparse would print the whole usage (hundreds of options) and exit
+        raise ConfigError(f"command line: {message}")
+
+    parser.error = command_line_error
     known = _field_types(dataclass_types)
+    list_ok, dict_ok = _fields_accepting(dataclass_types, list), _fields_accepting(dataclass_types, dict)
     config: dict = {}
+    path = None
+    args = [part for a in args for part in (a.split("=", 1) if a.startswith("--config=") else [a])]
     if "--config" in args:
         i = args.index("--config")
-        path = args[i + 1] if i + 1 < len(args) else ""
+        if i + 1 >= len(args) or args[i + 1].startswith("--"):
+            raise ConfigError("command line: --config needs the path of a recipe YAML")
+        path = args[i + 1]
         del args[i : i + 2]
         config = _load_yaml(path)
         env = config.pop("env", {}) or {}
@@ -147,8 +193,8 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
         for key, value in config.items():
             if key not in known:
                 raise ConfigError(f"{path}: unknown key '{key}' (not a field of {', '.join(sorted(set(known.values())))})")
-            _check_value(parser, key, value, path)
-    flags = [a[2:].split("=")[0] for a in args if a.startswith("--")]
+            config[key] = _check_value(parser, key, value, path, key in list_ok, key in dict_ok)
+    flags = [a[2:].split("=")[0].replace("-", "_") for a in args if a.startswith("--")]
     unknown = [f for f in flags if f not in known and not (f.startswith("no_") and f[3:] in known) and f != "help"]
     if unknown:
         raise ConfigError(f"command line: unknown option '--{unknown[0]}'")
@@ -157,8 +203,8 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
         parser.set_defaults(**{k: v for k, v in CPU_OVERRIDES.items() if k in known})
     try:
         return tuple(parser.parse_args_into_dataclasses(args=args))
-    except ValueError as err:
-        raise ConfigError(str(err).splitlines()[0]) from None
+    except (ValueError, TypeError) as err:  # raised by the dataclasses' __post_init__ checks
+        raise ConfigError(f"{path or 'command line'}: {str(err).strip().splitlines()[0]}") from None
 
 
 def run_cli(main, dataclass_types: Sequence[type]) -> None:
@@ -198,6 +244,14 @@ class TokenizerArguments:
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
     streaming: bool = field(default=False, metadata={"help": "Stream a large Hub dataset instead of downloading it."})
     max_texts: int | None = field(default=None, metadata={"help": "Train on at most this many texts."})
+    heldout_texts: int = field(
+        default=500,
+        metadata={"help": "Without a held-out split: texts kept out of training (from the train split) for the "
+                  "bytes-per-token report."},
+    )
+    extra_special_tokens: list[str] | None = field(
+        default=None, metadata={"help": "Special tokens added to <|endoftext|>, <|pad|>, <|im_start|>, <|im_end|>."}
+    )
     vocab_size: int = field(default=4096, metadata={"help": "Vocabulary size, special tokens included."})
     min_frequency: int = field(default=2, metadata={"help": "Minimum pair frequency for a merge."})
     chat_template: str = field(default="chatml", metadata={"help": "Built-in template name or inline Jinja."})
@@ -232,3 +286,429 @@ class ToyEvalArguments:
     max_new_tokens: int = field(default=32, metadata={"help": "Generation budget per answer."})
     batch_size: int = field(default=50, metadata={"help": "Questions per generation batch."})
     output_dir: str = field(default="runs/toy/eval", metadata={"help": "Where results.json is written."})
+
+
+@dataclass
+class PretrainConfig(TrainingArguments):
+    """Pretraining from scratch (`scripts/pretrain.py`): transformers' TrainingArguments plus the model to
+    build, the text to pack and the tokens budget. Defaults are the usual LLM ones (AdamW, betas 0.9/0.95,
+    weight decay 0.1, clipping 1.0, warmup + cosine)."""
+
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Trained tokenizer (folder or Hub id); the model is built for it."}
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Continue pretraining this model instead of building a new one."}
+    )
+    model_size: str | None = field(default="toy", metadata={"help": "Named size: tiny, toy, 20m, 125m, 350m, 1b, 8b."})
+    num_layers: int | None = field(default=None, metadata={"help": "Override: decoder layers."})
+    hidden_size: int | None = field(default=None, metadata={"help": "Override: hidden size."})
+    num_heads: int | None = field(default=None, metadata={"help": "Override: attention heads."})
+    num_kv_heads: int | None = field(default=None, metadata={"help": "Override: key/value heads (GQA)."})
+    intermediate_size: int | None = field(default=None, metadata={"help": "Override: MLP width."})
+    max_position_embeddings: int | None = field(default=None, metadata={"help": "Override: context length."})
+    attn_implementation: str = field(
+        default="auto",
+        metadata={"help": "'auto': flash_attention_2 on CUDA when flash-attn is installed, else sdpa; or sdpa/eager."},
+    )
+    text_column: str = field(default="text", metadata={"help": "Column holding the documents' text."})
+    streaming: bool = field(default=False, metadata={"help": "Stream the dataset (data larger than memory or disk)."})
+    block_size: int = field(default=2048, metadata={"help": "Tokens per packed training sequence."})
+    max_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Tokens budget: sets max_steps = max_tokens / (global batch x block_size). Wins over epochs."},
+    )
+    dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for tokenization (datasets.map)."})
+    peak_flops: float | None = field(
+        default=None, metadata={"help": "Device peak FLOP/s for MFU; default: datasheet (GPU) or a measured matmul (CPU)."}
+    )
+    eval_before_training: bool = field(
+        default=True, metadata={"help": "Evaluate the untrained model first, to report loss before and after."}
+    )
+    learning_rate: float = field(default=3e-4, metadata={"help": "Peak learning rate (AdamW)."})
+    lr_scheduler_type: str = field(
+        default="cosine", metadata={"help": "cosine, or warmup_stable_decay (WSD; lr_scheduler_kwargs: num_decay_steps)."}
+    )
+    warmup_steps: float = field(default=0.05, metadata={"help": "Warmup steps, or a fraction of the steps when < 1."})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
+    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every this many steps."})
+    output_dir: str | None = field(default="runs/toy/pretrain", metadata={"help": "Checkpoints and the final model."})
+
+
+# ----------------------------------------------------------------------------------------------- alignment
+@dataclass
+class AlignmentModelArguments(ModelArguments):
+    """ModelArguments for stages that start from an earlier stage's output, which may be an adapter folder."""
+
+    base_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Base model of the adapter folder in `model_name_or_path`. Unset: the adapter's own "
+            "`base_model_name_or_path`, tried as written and relative to the adapter folder."
+        },
+    )
+
+
+@dataclass
+class RewardStageConfig(RewardConfig):
+    """Reward modelling (`scripts/reward.py`): TRL's RewardConfig with the project's defaults. The model becomes
+    a sequence classifier with one output; pairwise accuracy and margin are measured on the eval split."""
+
+    output_dir: str | None = field(default="runs/reward", metadata={"help": "Checkpoints and the final reward model."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate (AdamW)."})
+    max_length: int | None = field(default=1024, metadata={"help": "Pairs with a longer side are dropped."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory (GPU recipes)."})
+    eval_strategy: str = field(default="no", metadata={"help": "Evaluate during training too ('steps'/'epoch')."})
+    save_strategy: str = field(default="steps", metadata={"help": "Checkpoints, so a killed run resumes."})
+    save_steps: float = field(default=200, metadata={"help": "Checkpoint every this many steps."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep this many checkpoints."})
+
+
+@dataclass
+class DPOStageConfig(DPOConfig):
+    """Direct preference optimisation (`scripts/dpo.py`): TRL's DPOConfig with the project's defaults. With LoRA
+    the reference is the model with its adapter disabled (no second copy); `precompute_ref_log_probs` computes
+    the reference log-probs once, before training, and frees the reference model."""
+
+    output_dir: str | None = field(default="runs/dpo", metadata={"help": "Checkpoints and the final policy."})
+    learning_rate: float = field(default=5e-7, metadata={"help": "Peak learning rate (AdamW)."})
+    max_length: int | None = field(default=1024, metadata={"help": "Prompt + completion tokens (longer is truncated)."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory (GPU recipes)."})
+    save_strategy: str = field(default="steps", metadata={"help": "Checkpoints, so a killed run resumes."})
+    save_steps: float = field(default=200, metadata={"help": "Checkpoint every this many steps."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep this many checkpoints."})
+
+
+@dataclass
+class RewardSourceArguments:
+    """Where on-policy RL stages get their rewards from."""
+
+    reward_model_path: str | None = field(
+        default=None, metadata={"help": "Reward model (the output of scripts/reward.py): folder or Hub id."}
+    )
+    reward_funcs: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Reward functions: dotted paths to Python callables `f(prompts, completions, **columns) -> "
+            "list[float]` (dataset columns arrive as keyword lists), or reward model folders/Hub ids; added to "
+            "`reward_model_path`. PPO takes one reward: a reward model or one function."
+        },
+    )
+    allow_reward_tokenizer_mismatch: bool = field(
+        default=False,
+        metadata={
+            "help": "Accept a reward model whose tokenizer differs from the policy's: texts are decoded and "
+            "re-tokenized for it. Off: a mismatch is an error (it usually means the wrong reward model)."
+        },
+    )
+
+
+@dataclass
+class GRPOStageConfig(GRPOConfig):
+    """GRPO (`scripts/grpo.py`): TRL's GRPOConfig; rewards from `RewardSourceArguments` (reward model and/or
+    Python functions, weighted by `reward_weights`)."""
+
+    output_dir: str | None = field(default="runs/grpo", metadata={"help": "Checkpoints and the final policy."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory (GPU recipes)."})
+    save_strategy: str = field(default="steps", metadata={"help": "Checkpoints, so a killed run resumes."})
+    save_steps: float = field(default=100, metadata={"help": "Checkpoint every this many steps."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep this many checkpoints."})
+
+
+@dataclass
+class RLOOStageConfig(RLOOConfig):
+    """RLOO (`scripts/rloo.py`): TRL's RLOOConfig; rewards from `RewardSourceArguments`."""
+
+    output_dir: str | None = field(default="runs/rloo", metadata={"help": "Checkpoints and the final policy."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory (GPU recipes)."})
+    save_strategy: str = field(default="steps", metadata={"help": "Checkpoints, so a killed run resumes."})
+    save_steps: float = field(default=100, metadata={"help": "Checkpoint every this many steps."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep this many checkpoints."})
+
+
+@dataclass
+class PPOConfig(TrainingArguments):
+    """RLHF with PPO (`scripts/ppo.py`, the project's own trainer: `llm_recipes.ppo`). Names follow TRL's last
+    PPOConfig. One update: sample `rollout_batch_size = per_device_train_batch_size x gradient_accumulation_steps
+    x num_mini_batches` prompts, generate, score with the reward model, then `num_ppo_epochs` passes over the
+    rollouts in `num_mini_batches` minibatches."""
+
+    output_dir: str | None = field(default="runs/ppo", metadata={"help": "Checkpoints and the final policy."})
+    learning_rate: float = field(default=3e-6, metadata={"help": "Peak learning rate (AdamW), policy and value."})
+    total_episodes: int | None = field(
+        default=None, metadata={"help": "Prompts to roll out in all; unset: num_train_epochs x the dataset."}
+    )
+    num_ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch."})
+    num_mini_batches: int = field(default=1, metadata={"help": "Minibatches per rollout batch (one step each)."})
+    local_rollout_forward_batch_size: int = field(
+        default=64, metadata={"help": "Rows per forward pass when generating and scoring rollouts."}
+    )
+    response_length: int = field(default=53, metadata={"help": "Most tokens generated per response."})
+    max_prompt_length: int = field(default=512, metadata={"help": "Longer prompts are cut from the left."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (log-probs use it too)."})
+    stop_token: str | None = field(
+        default="eos", metadata={"help": "'eos': a response ends at the tokenizer's EOS (end of turn); None: never."}
+    )
+    missing_eos_penalty: float | None = field(
+        default=None, metadata={"help": "Subtracted from the score of a response that does not end with EOS."}
+    )
+    kl_coef: float = field(default=0.05, metadata={"help": "Per-token KL penalty coefficient (beta)."})
+    kl_estimator: str = field(
+        default="k1",
+        metadata={
+            "help": "Per-token KL estimate: k1 (log-ratio, unbiased, can be negative per token) or k3 "
+            "((r - 1) - log r, never negative, lower variance).",
+            "choices": ["k1", "k3"],
+        },
+    )
+    cliprange: float = field(default=0.2, metadata={"help": "PPO clip range of the probability ratio."})
+    cliprange_value: float = field(default=0.2, metadata={"help": "Clip range of the value update."})
+    vf_coef: float = field(default=0.1, metadata={"help": "Value loss coefficient."})
+    gamma: float = field(default=1.0, metadata={"help": "Discount factor."})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
+    whiten_rewards: bool = field(default=False, metadata={"help": "Whiten per-token rewards (no mean shift)."})
+    whiten_advantages: bool = field(default=True, metadata={"help": "Whiten advantages per rollout batch."})
+    value_model_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Separate value model (e.g. the reward model: a sequence classifier whose head scores every "
+            "token). Unset: a value head on the policy (shared trunk), initialised to zero."
+        },
+    )
+    value_head_init_std: float = field(
+        default=0.0, metadata={"help": "Std of the value head's initial weights (0: zero, so first values are 0)."}
+    )
+    ref_model_path: str | None = field(
+        default=None,
+        metadata={"help": "Frozen reference policy for the KL penalty. Unset: the starting policy (with LoRA: the "
+                  "policy with its adapter disabled, no second copy)."},
+    )
+    num_sample_generations: int = field(
+        default=4, metadata={"help": "Sample responses printed at each logging step (0: none)."}
+    )
+    ptx_coef: float = field(
+        default=0.0,
+        metadata={"help": "PPO-ptx (InstructGPT): weight of a log-likelihood term on `ptx_dataset_name` added to "
+                  "every PPO step; 0: pure PPO. It keeps behaviour the policy never samples (and so PPO can never "
+                  "reinforce) within reach, e.g. a refusal absent from the SFT data."},
+    )
+    ptx_dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Demonstrations for the ptx term: a preference dataset (its chosen replies), or "
+                  "conversations / prompt-completion pairs (split `train`)."},
+    )
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory (GPU recipes)."})
+    save_strategy: str = field(default="steps", metadata={"help": "Checkpoints (per update), so a killed run resumes."})
+    save_steps: float = field(default=20, metadata={"help": "Checkpoint every this many updates."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep this many checkpoints."})
+    logging_steps: float = field(default=1, metadata={"help": "Log every this many updates."})
+
+    @property
+    def rollout_batch_size(self) -> int:
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps * self.num_mini_batches
+
+
+@dataclass
+class ToyAlignmentEvalArguments:
+    """Compare policies on the toy alignment test set (`scripts/toy_alignment_eval.py`)."""
+
+    models: list[str] | None = field(default=None, metadata={"help": "Policies: folders (full or adapter) or Hub ids."})
+    reference_model: str | None = field(
+        default=None, metadata={"help": "The policy KL is measured against (the SFT model); default: the first model."}
+    )
+    reward_model_path: str | None = field(default=None, metadata={"help": "Reward model scoring the answers."})
+    preferences: str | None = field(
+        default=None, metadata={"help": "Preference dataset whose test split gives the reward model's pairwise accuracy."}
+    )
+    questions: str = field(default="runs/toy/data/alignment_heldout", metadata={"help": "Alignment test set."})
+    max_new_tokens: int = field(default=32, metadata={"help": "Generation budget per answer."})
+    kl_samples: int = field(default=1, metadata={"help": "Sampled answers per prompt for the KL estimate."})
+    batch_size: int = field(default=64, metadata={"help": "Prompts per generation batch."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed (KL estimate)."})
+    output_dir: str = field(default="runs/toy/alignment_eval", metadata={"help": "Where results.json is written."})
+
+
+@dataclass
+class ExportArguments:
+    """Merge, quantize, measure and release a model (`scripts/export.py`)."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Model or PEFT adapter (LoRA/QLoRA) to export: a local folder or Hub id."}
+    )
+    model_candidates: list[str] | None = field(
+        default=None,
+        metadata={"help": "Used when model_name_or_path is unset: the first of these folders holding a finished stage "
+                  "(completion marker) is exported, e.g. [runs/toy/ppo, runs/toy/dpo, runs/toy/sft]."},
+    )
+    base_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Base of the adapter, replacing the one named in its adapter_config.json."}
+    )
+    base_quantization: str = field(
+        default="auto",
+        metadata={"help": "How the adapter's base was quantized in training: the base is loaded so, dequantised and the "
+                  "adapter merged into the full-precision weights. 'auto' reads the adapter's marker or recipe.",
+                  "choices": ["auto", "none", "nf4", "fp4", "int8"]},
+    )
+    base_double_quant: bool | None = field(
+        default=None, metadata={"help": "Whether that 4-bit base used nested (double) quantization; unset: from the recipe."}
+    )
+    dtype: str = field(
+        default="auto", metadata={"help": "dtype of the merged model; 'auto' keeps the base's saved dtype.",
+                                  "choices": ["auto", "float32", "bfloat16", "float16"]}
+    )
+    max_shard_size: str = field(default="2GB", metadata={"help": "Largest safetensors shard of the merged model."})
+    quantize: list[str] = field(
+        default_factory=lambda: ["bnb-nf4", "bnb-int8", "torchao-int8"],
+        metadata={"help": "Quantized variants, each saved in a subfolder: bnb-nf4, bnb-int8 (bitsandbytes), "
+                  "torchao-int8 (torchao int8 weight-only, a serving format).",
+                  "choices": ["bnb-nf4", "bnb-int8", "torchao-int8"]},
+    )
+    eval_dataset: str | None = field(
+        default=None, metadata={"help": "Text dataset for the held-out perplexity of each variant (unset: none)."}
+    )
+    eval_split: str = field(default="validation", metadata={"help": "Split of eval_dataset."})
+    eval_text_column: str = field(default="text", metadata={"help": "Text column of eval_dataset."})
+    eval_max_samples: int | None = field(default=200, metadata={"help": "At most this many texts are measured."})
+    eval_max_length: int = field(default=512, metadata={"help": "Texts are cut to this many tokens."})
+    pipeline: str | None = field(
+        default=None, metadata={"help": "Pipeline YAML naming the recipe of each folder in the lineage (for folders "
+                                "whose marker and card name none)."}
+    )
+    output_dir: str = field(default="runs/release", metadata={"help": "Release folder: merged model, variants, card."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Push the release (and its lineage datasets) to the Hub."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Model repo of the push, e.g. me/toy-chat."})
+    hub_private: bool | None = field(default=None, metadata={"help": "Create the repos private."})
+    push_datasets: bool = field(
+        default=True, metadata={"help": "With push_to_hub: push each local dataset of the lineage, with its card, as "
+                                "<namespace>/<model name>-<dataset folder>."}
+    )
+    hub_dataset_namespace: str | None = field(
+        default=None, metadata={"help": "Namespace of the dataset repos (default: that of hub_model_id)."}
+    )
+
+
+@dataclass
+class CurationArguments:
+    """Data collection and curation on datatrove (`scripts/curate.py`); see llm_recipes.curation."""
+
+    sources: list[dict] | None = field(
+        default=None,
+        metadata={"help": "Sources: [{name, kind: text|jsonl|parquet|html|warc|code|hub, path | dataset, weight, "
+                  "glob, text_key, id_key, date_key, url_key, language, date, split, config, limit}]."},
+    )
+    output_dir: str = field(default="runs/toy/curated", metadata={"help": "Hub-format output folder (train/validation)."})
+    work_dir: str | None = field(default=None, metadata={"help": "Intermediate files; default '<output_dir>.work'."})
+    keep_work_dir: bool = field(default=False, metadata={"help": "Keep intermediate files (exclusions per stage, logs)."})
+    executor: str = field(default="local", metadata={"help": "datatrove executor.", "choices": ["local", "ray", "slurm"]})
+    tasks: int = field(default=2, metadata={"help": "datatrove tasks (shards) of the per-document stages."})
+    workers: int = field(default=2, metadata={"help": "Tasks run at once (local/ray)."})
+    ray: dict | None = field(default=None, metadata={"help": "Ray: {address, num_cpus, cpus_per_task, mem_per_cpu_gb}."})
+    slurm: dict | None = field(
+        default=None,
+        metadata={"help": "Slurm: SlurmPipelineExecutor options {partition, time, cpus_per_task, mem_per_cpu_gb, "
+                  "qos, venv_path, sbatch_args, ...}."},
+    )
+    on_bad_row: str = field(
+        default="error",
+        metadata={"help": "Bad JSON line, missing text, undecodable bytes: 'error' stops with file and line; 'exclude' "
+                  "drops the row and records it (stage ingest).", "choices": ["error", "exclude"]},
+    )
+    filters: dict | None = field(
+        default=None,
+        metadata={"help": "Per filter {enabled, route: {sources, kinds, languages, not_*}, params}: length, language, "
+                  "gopher_repetition, gopher_quality, c4_quality, fineweb_quality, url, toxicity, code."},
+    )
+    word_tokenizer: str = field(
+        default="spacy", metadata={"help": "Word splitting for quality filters and MinHash.", "choices": ["spacy", "whitespace"]}
+    )
+    extract_timeout: float = field(default=5.0, metadata={"help": "Seconds per HTML page for text extraction."})
+    pii: dict | None = field(
+        default=None,
+        metadata={"help": "{enabled, types: [email, ip, ipv6, phone, credit_card, national_id], placeholders, "
+                  "only_public_ips, route}."},
+    )
+    dedup: dict | None = field(
+        default=None,
+        metadata={"help": "{exact: true, near: true, n_grams: 5, num_buckets: 14, hashes_per_bucket: 8, seed: 1}."},
+    )
+    cutoff_date: str | None = field(default=None, metadata={"help": "Knowledge cutoff (YYYY-MM-DD); later documents dropped."})
+    undated_policy: str = field(
+        default="keep", metadata={"help": "Documents without a date.", "choices": ["keep", "drop"]}
+    )
+    mix_total_documents: int | None = field(
+        default=None, metadata={"help": "Output rows; unset: the largest mix needing at most mix_max_repeat repeats."}
+    )
+    mix_max_repeat: float = field(default=1.0, metadata={"help": "Most times a source may be repeated (up-sampling)."})
+    validation_fraction: float = field(default=0.05, metadata={"help": "Share of rows in the validation split."})
+    validation_sources: list[str] | None = field(
+        default=None, metadata={"help": "Sources the validation split is drawn from (default: all)."}
+    )
+    seed: int = field(default=0, metadata={"help": "Sampling and split seed."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Push the dataset to `hub_dataset_id`."})
+    hub_dataset_id: str | None = field(default=None, metadata={"help": "Hub dataset repo for the push."})
+
+
+@dataclass
+class EvaluateArguments:
+    """Evaluation (`scripts/evaluate.py`): lm-eval benchmarks, red teaming, bias audits, win rates, and a report."""
+
+    models: list[str] | None = field(
+        default=None, metadata={"help": "Models compared side by side: Hub ids or local folders (full or LoRA adapter)."}
+    )
+    model_names: list[str] | None = field(default=None, metadata={"help": "Display names, one per model (default: the paths)."})
+    chat_template: str | None = field(
+        default=None, metadata={"help": "Chat template as in training: a built-in name or Jinja; unset keeps the tokenizer's."}
+    )
+    tasks: list[str] | None = field(
+        default=None, metadata={"help": "lm-eval tasks by name: built-in (mmlu, gsm8k, ...: need the Hub) or from task_dirs."}
+    )
+    task_dirs: list[str] | None = field(default=None, metadata={"help": "Folders of lm-eval task YAML files."})
+    benchmarks: dict | None = field(
+        default=None,
+        metadata={"help": "The project's own tasks over local files: {name: {type: multiple_choice|generate_until|"
+                  "perplexity|code, data_files: path.jsonl, k: [1], samples: n, max_gen_toks: n}}."},
+    )
+    num_fewshot: int | None = field(default=None, metadata={"help": "Few-shot examples per prompt (None: the task's own)."})
+    limit: float | None = field(default=None, metadata={"help": "Examples per task: a count, or a fraction below 1."})
+    batch_size: int = field(default=16, metadata={"help": "Batch size for scoring and generation."})
+    apply_chat_template: bool = field(default=True, metadata={"help": "Wrap benchmark prompts in the chat template."})
+    max_gen_toks: int = field(default=64, metadata={"help": "Generation budget of generate_until and code tasks."})
+    max_new_tokens: int = field(default=48, metadata={"help": "Generation budget for red-team, bias and comparison replies."})
+    code_timeout: float = field(default=10.0, metadata={"help": "Seconds per generated program in the sandbox."})
+    code_memory_mb: int = field(default=1024, metadata={"help": "Address-space limit per generated program (MiB)."})
+    code_max_processes: int = field(default=64, metadata={"help": "Process-count limit per generated program (pids cgroup)."})
+    allow_unsandboxed_code: bool = field(
+        default=False, metadata={"help": "Run generated code without bubblewrap when bwrap is missing (UNSAFE)."}
+    )
+    redteam_prompts: str | None = field(
+        default=None, metadata={"help": "Adversarial prompts (column `prompt`, optional `harmful_markers`): file, folder or Hub id."}
+    )
+    jailbreaks: str | None = field(
+        default=None, metadata={"help": "Jailbreak wrappers (columns `name`, `template` with {prompt}): a file; each multiplies the prompts."}
+    )
+    judge: str = field(
+        default="keyword", metadata={"help": "Red-team judge.", "choices": ["keyword", "reward_model", "llm"]}
+    )
+    judge_model: str | None = field(default=None, metadata={"help": "Judge LLM (for judge: llm, and for win rates)."})
+    refusal_markers: list[str] | None = field(default=None, metadata={"help": "Phrases that mark a refusal (keyword judge)."})
+    harmful_markers: list[str] | None = field(default=None, metadata={"help": "Phrases that mark harmful compliance."})
+    refusal_sentence: str | None = field(
+        default=None, metadata={"help": "The reference refusal the reward-model judge compares replies with."}
+    )
+    bias_pairs: str | None = field(
+        default=None, metadata={"help": "Counterfactual pairs (attribute, term_a, term_b, prompt_a, prompt_b, response)."}
+    )
+    bias_answers: bool = field(default=True, metadata={"help": "Also compare the greedy answers of each side of a pair."})
+    comparison_prompts: str | None = field(
+        default=None, metadata={"help": "Prompts (column `question` or `prompt`) for the win rates; other columns reach a reward function."}
+    )
+    comparison_limit: int | None = field(default=100, metadata={"help": "At most this many comparison prompts."})
+    baseline: str | None = field(default=None, metadata={"help": "Model every other is compared with (default: the first)."})
+    reward_model: str | None = field(default=None, metadata={"help": "Reward model (sequence classification) for win rates and bias."})
+    reward_function: str | None = field(
+        default=None, metadata={"help": "Or a Python reward function `module:function` (TRL reward_funcs style)."}
+    )
+    dataset_split: str = field(default="test", metadata={"help": "Split read from dataset folders or Hub ids."})
+    title: str = field(default="Evaluation report", metadata={"help": "Report title."})
+    output_dir: str = field(default="runs/eval", metadata={"help": "Where results.json, report.md and report.html go."})

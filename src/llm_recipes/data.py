@@ -1,15 +1,19 @@
 """Data loading, format normalisation and weighted mixing: the one place every stage gets its data from.
 
 Sources: a Hub id, a local `save_to_disk` folder, a Hub-layout folder, or json/jsonl/parquet/csv files.
-Formats: alpaca, ShareGPT, `messages`, prompt/completion and plain text, normalised to TRL's column names.
+Formats: alpaca, ShareGPT, `messages`, prompt/completion and plain text (SFT); preference pairs (TRL's
+explicit or implicit prompt, hh-rlhf "\n\nHuman: ... \n\nAssistant:" text, UltraFeedback-style messages with
+scores); RL prompts. Each is normalised to TRL's column names; a stage asks for the kind it trains on.
 Malformed rows stop the stage with file and row number, or are dropped and counted when asked.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +21,7 @@ from typing import Any
 
 import datasets
 from datasets import Dataset, DatasetDict
+from trl.data_utils import extract_prompt
 
 from llm_recipes.errors import ConfigError, DataError
 
@@ -31,20 +36,23 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
 
 # ----------------------------------------------------------------------------------------------- loading
 def _jsonl_bad_lines(path: str) -> list[tuple[int, str]]:
-    """Line numbers (1-based) and errors of lines that are not JSON objects; blank lines are allowed."""
+    """Line numbers (1-based) and errors of lines that are not UTF-8 JSON objects; blank lines are allowed.
+    Lines are read as bytes and decoded one by one, so an undecodable line is reported by its own number."""
     bad = []
-    with open(path, encoding="utf-8", errors="strict") as fh:
-        try:
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    if not isinstance(json.loads(line), dict):
-                        bad.append((number, "not a JSON object"))
-                except json.JSONDecodeError as err:
-                    bad.append((number, f"bad JSON: {err.msg}"))
-        except UnicodeDecodeError as err:
-            bad.append((number + 1, f"undecodable bytes ({err.reason})"))
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                bad.append((number, f"undecodable bytes ({err.reason} at byte {err.start})"))
+                continue
+            if not line.strip():
+                continue
+            try:
+                if not isinstance(json.loads(line), dict):
+                    bad.append((number, "not a JSON object"))
+            except json.JSONDecodeError as err:
+                bad.append((number, f"bad JSON: {err.msg}"))
     return bad
 
 
@@ -54,16 +62,25 @@ def _load_json_lines(path: str, on_bad_row: str) -> Dataset:
     if bad and on_bad_row == "error":
         number, reason = bad[0]
         raise DataError(f"{path}: line {number}: {reason} ({len(bad)} bad line(s) in the file)")
-    if bad:
-        logger.warning("%s: dropped %d malformed line(s): %s", path, len(bad), ", ".join(str(n) for n, _ in bad[:10]))
-        skip = {n for n, _ in bad}
-        clean = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8")
-        with open(path, encoding="utf-8", errors="replace") as fh, clean:
-            for number, line in enumerate(fh, start=1):
-                if number not in skip and line.strip():
-                    clean.write(line)
-        path = clean.name
-    return datasets.load_dataset("json", data_files=path, split="train", download_mode=LOCAL_MODE)
+    with tempfile.TemporaryDirectory() as tmp:
+        if bad:
+            logger.warning("%s: dropped %d malformed line(s): %s", path, len(bad), ", ".join(str(n) for n, _ in bad[:10]))
+            skip = {n for n, _ in bad}
+            clean = os.path.join(tmp, os.path.basename(path))
+            with open(path, "rb") as fh, open(clean, "wb") as out:
+                out.writelines(raw for number, raw in enumerate(fh, start=1) if number not in skip and raw.strip())
+            path_to_load = clean
+        else:
+            path_to_load = path
+        try:  # the rows are copied into datasets' cache, so the cleaned copy can go
+            return datasets.load_dataset("json", data_files=path_to_load, split="train", download_mode=LOCAL_MODE)
+        except Exception as err:  # e.g. a field whose type changes between lines
+            raise DataError(f"{path}: cannot be read as JSON lines ({type(err).__name__}: {_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def load_source(
@@ -71,8 +88,11 @@ def load_source(
     config: str | None = None,
     split: str | None = "train",
     on_bad_row: str = "error",
+    streaming: bool = False,
 ) -> Dataset | DatasetDict:
-    """Load one dataset from a Hub id, a local folder or a data file; `split=None` returns every split."""
+    """Load one dataset from a Hub id, a local folder or a data file; `split=None` returns every split.
+    `streaming=True` streams a Hub dataset (an IterableDataset, nothing downloaded up front)."""
+    source = os.path.expanduser(source) if source.startswith("~") else source
     if os.path.isfile(source):
         ext = os.path.splitext(source)[1].lower()
         if ext not in FILE_BUILDERS:
@@ -81,21 +101,45 @@ def load_source(
             ds = _load_json_lines(source, on_bad_row)
         else:
             try:
-                ds = datasets.load_dataset(FILE_BUILDERS[ext], data_files=source, split="train", download_mode=LOCAL_MODE)
+                extra = _csv_options(source) if ext == ".csv" else {}
+                ds = datasets.load_dataset(
+                    FILE_BUILDERS[ext], data_files=source, split="train", download_mode=LOCAL_MODE, **extra
+                )
             except Exception as err:  # datasets wraps parser errors in several types
-                raise DataError(f"{source}: cannot be read as {ext[1:]} ({type(err).__name__}: {err})") from None
-        return ds if split in (None, "train") else _missing_split(source, split, ["train"])
+                raise DataError(f"{source}: cannot be read as {ext[1:]} ({type(err).__name__}: {_first_line(err)})") from None
+        if split is None:
+            return DatasetDict({"train": ds})
+        return ds if split == "train" else _missing_split(source, split, ["train"])
     if os.path.isdir(source):
-        if os.path.exists(os.path.join(source, "dataset_dict.json")) or os.path.exists(
-            os.path.join(source, "dataset_info.json")
-        ):
-            loaded = datasets.load_from_disk(source)
-        else:
-            loaded = datasets.load_dataset(source, name=config, download_mode=LOCAL_MODE)
-    elif source.startswith((".", "/")) or source.count("/") > 1:
+        saved = any(os.path.exists(os.path.join(source, f)) for f in ("dataset_dict.json", "dataset_info.json"))
+        try:
+            if saved:
+                loaded = datasets.load_from_disk(source)
+            else:
+                loaded = datasets.load_dataset(
+                    source, name=config, download_mode=LOCAL_MODE, cache_dir=_local_cache_dir(source)
+                )
+        except Exception as err:  # an empty folder, unreadable files, an unknown config name
+            raise DataError(f"{source}: cannot load this folder as a dataset ({type(err).__name__}: {_first_line(err)})") from None
+    elif (
+        source.startswith((".", "/", "~"))
+        or source.count("/") > 1
+        or os.path.splitext(source)[1].lower() in FILE_BUILDERS
+    ):  # a local path (a Hub id is `name` or `owner/name`, without a data-file suffix)
         raise DataError(f"{source}: no such file or folder")
+    elif streaming:
+        loaded = datasets.load_dataset(source, name=config, streaming=True)  # a Hub id, streamed
+        if split is not None and split not in loaded:
+            return _missing_split(source, split, list(loaded))
+        return loaded if split is None else loaded[split]
     else:
-        loaded = datasets.load_dataset(source, name=config)  # a Hub id: the only network access here
+        try:
+            loaded = datasets.load_dataset(source, name=config)  # a Hub id: the only network access here
+        except Exception as err:  # offline, no such repo, gated, unknown config
+            raise DataError(
+                f"{source}: not a local file or folder, and loading it from the Hub failed "
+                f"({type(err).__name__}: {_first_line(err)})"
+            ) from None
     if isinstance(loaded, Dataset):
         loaded = DatasetDict({"train": loaded})
     if split is None:
@@ -105,10 +149,35 @@ def load_source(
     return loaded[split]
 
 
+def _csv_options(path: str) -> dict:
+    """Read every CSV column as text, cells as written: pandas would turn an answer "5" into a number and a
+    text "NA" into a missing value."""
+    options: dict = {"keep_default_na": False}
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), None)
+    except UnicodeDecodeError:
+        return options  # datasets reports the file
+    if header and len(set(header)) == len(header):
+        options["features"] = datasets.Features({name: datasets.Value("string") for name in header})
+    return options
+
+
+def _local_cache_dir(folder: str) -> str:
+    """A datasets cache of its own for each local folder: datasets keys a folder's cache by its name and
+    layout only, so two `corpus` folders (a test's and the pipeline's) shared one cache entry and failed
+    with NonMatchingSplitsSizesError, or read each other's rows while both were loading."""
+    import hashlib
+
+    digest = hashlib.sha1(os.path.abspath(folder).encode()).hexdigest()[:16]
+    return os.path.join(datasets.config.HF_DATASETS_CACHE, "llm_recipes_local", digest)
+
+
 def _looks_like_json_lines(path: str) -> bool:
+    """A .json file holding one object per line (a JSON array starts with '[')."""
     with open(path, "rb") as fh:
-        head = fh.read(1).strip()
-    return head == b"{"
+        head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head[:1] == b"{"
 
 
 def _missing_split(source: str, split: str, available: list[str]):
@@ -123,10 +192,13 @@ class RowFormat:
     name: str
     required: tuple[str, ...]
     convert: Callable[[dict[str, Any]], dict[str, Any]]
+    kind: str = "sft"  # what a stage trains on: sft, preference (pairs) or prompt (RL prompts)
 
 
 def _text(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{what} must be text, got {type(value).__name__} {str(value)[:40]!r}")
+    if value is None or not value.strip():
         raise ValueError(f"empty or missing {what}")
     return value
 
@@ -179,6 +251,98 @@ def _from_text(row: dict) -> dict:
     return {"text": _text(row["text"], "'text'")}
 
 
+HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
+HH_ROLES = {"Human": "user", "Assistant": "assistant"}
+
+
+def _hh_messages(text: str, what: str) -> list[dict[str, str]]:
+    """hh-rlhf text ("\n\nHuman: ... \n\nAssistant: ...") -> messages; an empty last turn is kept empty."""
+    parts = HH_TURN.split(text)
+    if len(parts) < 3 or parts[0].strip():
+        raise ValueError(f"'{what}' is not hh-rlhf text (expected '\\n\\nHuman: ... \\n\\nAssistant: ...')")
+    return [{"role": HH_ROLES[role], "content": content.strip()} for role, content in zip(parts[1::2], parts[2::2])]
+
+
+def _is_hh(value: Any) -> bool:
+    return isinstance(value, str) and value.lstrip(" ").startswith("\n\nHuman:") and "\n\nAssistant:" in value
+
+
+def _strip_prefix(prompt: list[dict], turns: list[dict]) -> list[dict]:
+    """UltraFeedback-style rows repeat the prompt inside `chosen`/`rejected`: keep only what follows it."""
+    return turns[len(prompt):] if turns[: len(prompt)] == prompt else turns
+
+
+def _pair(row: dict) -> dict:
+    """Any preference row -> {prompt, chosen, rejected}, conversational (messages) or plain text."""
+    prompt, chosen, rejected = row.get("prompt"), row["chosen"], row["rejected"]
+    if _is_hh(chosen) or _is_hh(rejected):
+        chosen, rejected = _hh_messages(chosen, "chosen"), _hh_messages(rejected, "rejected")
+        if isinstance(prompt, str) and prompt.strip():
+            prompt = _hh_messages(prompt, "prompt") if _is_hh(prompt) else [{"role": "user", "content": prompt.strip()}]
+    if isinstance(chosen, list) or isinstance(rejected, list):
+        chosen, rejected = _messages(chosen, "chosen"), _messages(rejected, "rejected")
+        if isinstance(prompt, str) and prompt.strip():
+            prompt = [{"role": "user", "content": prompt}]
+        if prompt:
+            prompt = _messages(prompt, "prompt")
+            chosen, rejected = _strip_prefix(prompt, chosen), _strip_prefix(prompt, rejected)
+        else:
+            if chosen == rejected:
+                raise ValueError("'chosen' and 'rejected' are identical")
+            split = extract_prompt({"chosen": chosen, "rejected": rejected})  # implicit prompt: the shared turns
+            prompt, chosen, rejected = split["prompt"], split["chosen"], split["rejected"]
+        if not prompt:
+            raise ValueError("no prompt: 'chosen' and 'rejected' share no leading turn and there is no 'prompt'")
+        for what, turns in (("chosen", chosen), ("rejected", rejected)):
+            if not turns or turns[-1]["role"] != "assistant" or not turns[-1]["content"].strip():
+                raise ValueError(f"'{what}' has no assistant reply after the prompt")
+        return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    chosen, rejected = _text(chosen, "'chosen'"), _text(rejected, "'rejected'")
+    if prompt is None:
+        if chosen == rejected:
+            raise ValueError("'chosen' and 'rejected' are identical")
+        split = extract_prompt({"chosen": chosen, "rejected": rejected})
+        prompt, chosen, rejected = split["prompt"], split["chosen"], split["rejected"]
+    return {"prompt": _text(prompt, "'prompt'"), "chosen": chosen, "rejected": rejected}
+
+
+def _from_hh_rlhf(row: dict) -> dict:
+    for what in ("chosen", "rejected"):
+        if not _is_hh(row[what]):
+            raise ValueError(f"'{what}' is not hh-rlhf text (expected '\\n\\nHuman: ... \\n\\nAssistant: ...')")
+    return _pair(row)
+
+
+def _from_ultrafeedback(row: dict) -> dict:
+    """UltraFeedback-binarized style: chosen/rejected messages with `score_chosen`/`score_rejected`; the
+    higher-scored reply is `chosen` (a pair scored the other way round is swapped, a tie is a bad row)."""
+    high, low = row["score_chosen"], row["score_rejected"]
+    if not isinstance(high, (int, float)) or not isinstance(low, (int, float)):
+        raise ValueError("'score_chosen' and 'score_rejected' must be numbers")
+    if high == low:
+        raise ValueError(f"tie: score_chosen == score_rejected == {high} (no preference)")
+    if high < low:
+        row = {**row, "chosen": row["rejected"], "rejected": row["chosen"]}
+    return _pair(row)
+
+
+def _from_prompt(row: dict) -> dict:
+    """RL prompts: `prompt` (text or messages); every other column passes through (reward functions get them)."""
+    prompt = row["prompt"]
+    prompt = _messages(prompt, "prompt") if isinstance(prompt, list) else _text(prompt, "'prompt'")
+    return {**{k: v for k, v in row.items() if k != "prompt"}, "prompt": prompt}
+
+
+def _prompt_from_messages(row: dict) -> dict:
+    """RL prompts from a conversation dataset: the turns before the last assistant reply."""
+    messages = _messages(row["messages"])
+    while messages and messages[-1]["role"] == "assistant":
+        messages = messages[:-1]
+    if not messages:
+        raise ValueError("'messages' has no turn before the assistant reply")
+    return {"prompt": messages}
+
+
 # Order matters: the first format whose required columns are all present wins.
 FORMATS: dict[str, RowFormat] = {
     f.name: f
@@ -188,23 +352,39 @@ FORMATS: dict[str, RowFormat] = {
         RowFormat("alpaca", ("instruction", "output"), _from_alpaca),
         RowFormat("prompt_completion", ("prompt", "completion"), _from_prompt_completion),
         RowFormat("text", ("text",), _from_text),
+        RowFormat("ultrafeedback", ("chosen", "rejected", "score_chosen", "score_rejected"), _from_ultrafeedback, "preference"),
+        RowFormat("preference", ("chosen", "rejected"), _pair, "preference"),
+        RowFormat("hh_rlhf", ("chosen", "rejected"), _from_hh_rlhf, "preference"),
+        RowFormat("prompt", ("prompt",), _from_prompt, "prompt"),
+        RowFormat("prompt_from_messages", ("messages",), _prompt_from_messages, "prompt"),
     )
 }
+KINDS = {"sft": "conversations or text", "preference": "preference pairs", "prompt": "RL prompts"}
 
 
-def detect_format(columns: list[str], source: str = "dataset") -> RowFormat:
-    for row_format in FORMATS.values():
+def detect_format(columns: list[str], source: str = "dataset", kind: str = "sft") -> RowFormat:
+    """The first format of `kind` whose required columns are all present."""
+    candidates = [f for f in FORMATS.values() if f.kind == kind]
+    for row_format in candidates:
         if all(c in columns for c in row_format.required):
             return row_format
     raise DataError(
-        f"{source}: unknown data format; columns seen: {columns}. Expected one of: "
-        + "; ".join(f"{f.name} ({', '.join(f.required)})" for f in FORMATS.values())
+        f"{source}: not a dataset of {KINDS[kind]}; columns seen: {columns}. Expected one of: "
+        + "; ".join(f"{f.name} ({', '.join(f.required)})" for f in candidates)
     )
 
 
-def normalise(ds: Dataset, fmt: str = "auto", on_bad_row: str = "error", source: str = "dataset") -> Dataset:
-    """Convert rows to TRL's columns (`messages`, `prompt`/`completion` or `text`); other columns are dropped."""
-    row_format = detect_format(ds.column_names, source) if fmt == "auto" else FORMATS[fmt]
+def normalise(
+    ds: Dataset, fmt: str = "auto", on_bad_row: str = "error", source: str = "dataset", kind: str = "sft"
+) -> Dataset:
+    """Convert rows to TRL's columns (`messages`, `prompt`/`completion` or `text`; `prompt`/`chosen`/`rejected`
+    for preference pairs; `prompt` for RL prompts); other columns are dropped, except for RL prompts."""
+    row_format = detect_format(ds.column_names, source, kind) if fmt == "auto" else FORMATS[fmt]
+    if row_format.kind != kind:
+        raise DataError(
+            f"{source}: dataset_format '{row_format.name}' holds {KINDS[row_format.kind]}, this stage needs {KINDS[kind]} "
+            f"({', '.join(f.name for f in FORMATS.values() if f.kind == kind)})"
+        )
     missing = [c for c in row_format.required if c not in ds.column_names]
     if missing:
         raise DataError(f"{source}: format '{row_format.name}' needs column(s) {missing}; columns seen: {ds.column_names}")
@@ -235,51 +415,81 @@ MIXTURE_KEYS = {"datasets", "seed", "test_split_size"}
 ENTRY_KEYS = {"id", "path", "config", "split", "columns", "weight", "format"}
 
 
-def load_mixture(mixture: dict, on_bad_row: str = "error") -> DatasetDict:
+def _layout(ds: Dataset) -> str:
+    """Columns and what each holds (text or a list of messages): the parts of a mixture must agree on both."""
+    return ", ".join(
+        f"{name}: {feature.dtype if isinstance(feature, datasets.Value) else 'messages'}" for name, feature in ds.features.items()
+    )
+
+
+def load_mixture(mixture: dict, on_bad_row: str = "error", kind: str = "sft", seed: int = 42) -> DatasetDict:
     """Weighted mixture: each dataset is shuffled and cut (or repeated) to weight x rows, then all are
-    concatenated, shuffled and optionally split into train/test."""
+    concatenated, shuffled and optionally split into train/test. `seed` is used unless the mixture sets one."""
+    if not isinstance(mixture, dict):
+        raise ConfigError(f"dataset_mixture: must be a mapping with 'datasets', got {type(mixture).__name__}")
     unknown = set(mixture) - MIXTURE_KEYS
     if unknown:
         raise ConfigError(f"dataset_mixture: unknown key '{sorted(unknown)[0]}' (allowed: {sorted(MIXTURE_KEYS)})")
     entries = mixture.get("datasets") or []
-    if not entries:
+    if not isinstance(entries, list) or not entries:
         raise ConfigError("dataset_mixture: 'datasets' must list at least one dataset")
-    seed = int(mixture.get("seed", 42))
-    parts, kinds = [], set()
+    try:
+        seed = int(mixture.get("seed", seed))
+    except (TypeError, ValueError):
+        raise ConfigError(f"dataset_mixture: 'seed' must be an integer, got {mixture['seed']!r}") from None
+    parts, layouts = [], {}
     for i, entry in enumerate(entries):
         where = f"dataset_mixture.datasets[{i}]"
         if not isinstance(entry, dict) or not (set(entry) & {"id", "path"}):
             raise ConfigError(f"{where}: needs 'id' (Hub) or 'path' (local)")
         if set(entry) - ENTRY_KEYS:
             raise ConfigError(f"{where}: unknown key '{sorted(set(entry) - ENTRY_KEYS)[0]}' (allowed: {sorted(ENTRY_KEYS)})")
+        try:
+            weight = float(entry.get("weight", 1.0))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: weight must be a number, got {entry['weight']!r}") from None
+        if not weight > 0:
+            raise ConfigError(f"{where}: weight must be > 0, got {weight}")
         source = entry.get("id") or entry["path"]
         ds = load_source(source, entry.get("config"), entry.get("split", "train"), on_bad_row)
         if entry.get("columns"):
+            missing = [c for c in entry["columns"] if c not in ds.column_names]
+            if missing:
+                raise DataError(f"{where} ({source}): columns {missing} not in the dataset; columns seen: {ds.column_names}")
             ds = ds.select_columns(entry["columns"])
-        ds = normalise(ds, entry.get("format", "auto"), on_bad_row, source)
-        weight = float(entry.get("weight", 1.0))
-        if weight <= 0:
-            raise ConfigError(f"{where}: weight must be > 0, got {weight}")
+        ds = normalise(ds, entry.get("format", "auto"), on_bad_row, source, kind)
+        if len(ds) == 0:
+            raise DataError(f"{where} ({source}): no rows left to mix")
         ds = ds.shuffle(seed=seed)
         target = round(len(ds) * weight)
+        if target == 0:
+            raise ConfigError(f"{where}: weight {weight} keeps 0 of the {len(ds)} rows of {source}")
         repeats, rest = divmod(target, len(ds))
         ds = datasets.concatenate_datasets([ds] * repeats + [ds.select(range(rest))])
         logger.info("mixture: %s -> %d rows (weight %.3g)", source, len(ds), weight)
-        kinds.add(tuple(sorted(ds.column_names)))
+        layouts.setdefault(_layout(ds), source)
         parts.append(ds)
-    if len(kinds) > 1:
-        raise DataError(f"dataset_mixture: datasets normalise to different formats {sorted(kinds)}; mix one kind")
+    if len(layouts) > 1:
+        raise DataError(
+            "dataset_mixture: the datasets normalise to different layouts ("
+            + "; ".join(f"{source}: {layout}" for layout, source in layouts.items())
+            + "); mix datasets of one kind"
+        )
     combined = datasets.concatenate_datasets(parts).shuffle(seed=seed)
     test_size = mixture.get("test_split_size")
     if test_size:
-        return combined.train_test_split(test_size=test_size, seed=seed)
+        try:
+            return combined.train_test_split(test_size=test_size, seed=seed)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"dataset_mixture: test_split_size {test_size!r}: {_first_line(err)}") from None
     return DatasetDict({"train": combined})
 
 
-def load_stage_data(data_args, seed: int = 42) -> DatasetDict:
-    """The train (and, when there is one, test) split a stage trains on, normalised to TRL's format."""
+def load_stage_data(data_args, seed: int = 42, kind: str = "sft") -> DatasetDict:
+    """The train (and, when there is one, test) split a stage trains on, normalised to TRL's format for the
+    `kind` of data the stage needs (sft, preference or prompt)."""
     if data_args.dataset_mixture:
-        dsd = load_mixture(data_args.dataset_mixture, data_args.on_bad_row)
+        dsd = load_mixture(data_args.dataset_mixture, data_args.on_bad_row, kind, seed)
         train_split, test_split = "train", "test"
     elif data_args.dataset_name:
         loaded = load_source(data_args.dataset_name, data_args.dataset_config, None, data_args.on_bad_row)
@@ -288,7 +498,9 @@ def load_stage_data(data_args, seed: int = 42) -> DatasetDict:
             _missing_split(data_args.dataset_name, train_split, list(loaded))
         dsd = DatasetDict(
             {
-                split: normalise(loaded[split], data_args.dataset_format, data_args.on_bad_row, f"{data_args.dataset_name}[{split}]")
+                split: normalise(
+                    loaded[split], data_args.dataset_format, data_args.on_bad_row, f"{data_args.dataset_name}[{split}]", kind
+                )
                 for split in (train_split, test_split)
                 if split in loaded
             }

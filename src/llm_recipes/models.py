@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -45,7 +46,33 @@ def resolve_dtype(name: str | None) -> torch.dtype | str:
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
-    return getattr(torch, name)
+    dtype = getattr(torch, str(name), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ConfigError(f"dtype: unknown dtype '{name}' (use auto, float32, bfloat16 or float16)")
+    return dtype
+
+
+def check_local_weights(path: str | None) -> None:
+    """A local model folder must exist and hold safetensors weights: pickled `pytorch_model.bin` files can run
+    code when loaded, so they are refused (convert them to safetensors first)."""
+    if path is None:
+        raise ConfigError("model_name_or_path: not set")
+    if not os.path.isdir(path):
+        if path.startswith((".", "/", "~")) or path.count("/") > 1:
+            raise ConfigError(f"model_name_or_path: {path}: no such folder")
+        return  # a Hub id
+    names = os.listdir(path)
+    if any(n.endswith((".safetensors", ".safetensors.index.json")) for n in names):
+        return
+    if "adapter_config.json" in names:
+        return  # a PEFT adapter folder: its base model is checked where it is loaded
+    pickled = [n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt"))]
+    if pickled:
+        raise ConfigError(
+            f"model_name_or_path: {path}: only pickled weights ({pickled[0]}); only safetensors are loaded - "
+            "convert the folder to safetensors first"
+        )
+    raise ConfigError(f"model_name_or_path: {path}: no model weights (*.safetensors) in the folder")
 
 
 def load_tokenizer(model_args, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
@@ -83,6 +110,7 @@ def load_model(
     model_args, tokenizer: PreTrainedTokenizerBase, task: str = "causal-lm", trust_remote_code: bool = False
 ) -> PreTrainedModel:
     """Load the model for training; embeddings and EOS/PAD follow the tokenizer."""
+    check_local_weights(model_args.model_name_or_path)
     model_cls = AutoModelForSequenceClassification if task == "sequence-classification" else AutoModelForCausalLM
     extra = {"num_labels": 1} if task == "sequence-classification" else {}
     model = model_cls.from_pretrained(

@@ -141,7 +141,7 @@ def _save_summary(pipeline: Pipeline, records: list[dict], start: float) -> None
 
 def _headline(result: dict) -> str:
     """The figures a reader wants from a stage's marker, on one line."""
-    keys = ("rows", "vocab_size", "bytes_per_token", "parameters", "metrics", "results")
+    keys = ("rows", "vocab_size", "bytes_per_token", "parameters", "metrics", "results", "removal_reasons")
     parts = []
     for key in keys:
         if key in result:

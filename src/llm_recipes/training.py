@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import re
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import datasets
 import torch
 import transformers
 from transformers import Trainer
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from llm_recipes import data
 from llm_recipes.hub import mark_complete, write_model_card
 
 logger = logging.getLogger("llm_recipes")
@@ -30,10 +35,34 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 def setup(training_args) -> None:
     """Logging at the trainer's level, and defaults that are safe and fast where there is no GPU."""
-    setup_logging(training_args.get_process_log_level())
+    level = training_args.get_process_log_level()
+    if training_args.log_level == "passive" and training_args.should_log:
+        level = min(level, logging.INFO)  # the stage's own progress lines show by default on the main process
+    setup_logging(level)
     if not torch.cuda.is_available():
         apply_cpu_defaults(training_args)
-    logger.info("stage output: %s", training_args.output_dir)
+    logger.info(
+        "stage output: %s; world size %d (%s), process rank %d",
+        training_args.output_dir, training_args.world_size, training_args.parallel_mode.value, training_args.process_index,
+    )
+
+
+@contextlib.contextmanager
+def main_process_loads_data_first(training_args) -> Iterator[None]:
+    """Load the stage's data on each machine's main process first; the other processes then reuse the datasets
+    cache it built. `llm_recipes.data` rebuilds the cache of local data on every load (a file rewritten in place
+    must not be served stale); done by every process at once, one process deleted the cache folder another was
+    reading (FileNotFoundError on a cache-*.arrow in a 2-process run)."""
+    with training_args.main_process_first(local=True, desc="loading data"):
+        if training_args.local_process_index == 0:
+            yield
+            return
+        rebuild = data.LOCAL_MODE
+        data.LOCAL_MODE = datasets.DownloadMode.REUSE_DATASET_IF_EXISTS
+        try:
+            yield
+        finally:
+            data.LOCAL_MODE = rebuild
 
 
 def cpu_threads() -> int:
@@ -54,12 +83,34 @@ def apply_cpu_defaults(training_args) -> None:
         logger.info("no GPU: set %s", ", ".join(changed))
 
 
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest `checkpoint-N` in output_dir that was saved to the end. Trainer writes trainer_state.json
+    last, so a folder without a readable one was cut off while saving (a killed run) and is skipped. Nothing is
+    moved or deleted: every process of a distributed run calls this at once, and the folder is rewritten when
+    training reaches that step again."""
+    if not os.path.isdir(output_dir):
+        return None
+    steps = []
+    for name in os.listdir(output_dir):
+        match = re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", name)
+        if match and os.path.isdir(os.path.join(output_dir, name)):
+            steps.append((int(match.group(1)), os.path.join(output_dir, name)))
+    for _, path in sorted(steps, reverse=True):
+        try:
+            with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as fh:
+                json.load(fh)
+            return path
+        except (OSError, ValueError):
+            logger.warning("checkpoint %s is incomplete (killed while saving?); skipped", path)
+    return None
+
+
 def checkpoint_to_resume(training_args) -> str | None:
     """The checkpoint to continue from: the one asked for, else the last one in output_dir (a killed run
     continues where it stopped rather than starting again)."""
     if training_args.resume_from_checkpoint:
         return training_args.resume_from_checkpoint
-    last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+    last = last_complete_checkpoint(training_args.output_dir)
     if last is not None:
         logger.info("resuming from checkpoint %s", last)
     return last
@@ -93,14 +144,18 @@ def save_stage(
     datasets_used: list[str],
     metrics: dict[str, Any],
     tags: list[str] | None = None,
+    extra_metrics: dict[str, Any] | None = None,
+    description: str = "",
 ) -> None:
-    """Save model (or adapter) and tokenizer in the Hub format, the card, the completion marker; push."""
+    """Save model (or adapter) and tokenizer in the Hub format, the card, the completion marker; push.
+    `extra_metrics` go into the card and the marker as they are."""
     output_dir = training_args.output_dir
     trainer.save_model(output_dir)
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(output_dir)
         keep = ("train_loss", "eval_loss", "train_runtime", "train_samples_per_second", "epoch")
         card_metrics = {k: v for k, v in metrics.items() if k in keep or k.startswith("eval_")}
+        card_metrics.update(extra_metrics or {})
         write_model_card(
             output_dir,
             stage=stage,
@@ -109,6 +164,7 @@ def save_stage(
             metrics=card_metrics,
             recipe_path=recipe_path(),
             tags=tags,
+            description=description,
         )
         mark_complete(output_dir, stage, base_model=base_model, datasets=datasets_used, metrics=card_metrics)
         logger.info("%s done: model saved to %s", stage, output_dir)

@@ -1,0 +1,85 @@
+"""Reward modelling on preference pairs with TRL's RewardTrainer: full, LoRA or QLoRA. Reports pairwise
+accuracy and reward margin on the eval split and saves a sequence classifier (one output) in the Hub format,
+with its card (accuracy in it) and the completion marker. A LoRA reward model is saved merged, so PPO, GRPO
+and RLOO can load it as it is.
+
+    accelerate launch scripts/reward.py --config recipes/toy/reward.yaml
+"""
+
+import logging
+
+import torch
+from trl import RewardTrainer
+
+from llm_recipes import alignment, data, models, training
+from llm_recipes.configs import AlignmentModelArguments, DataArguments, RewardStageConfig, run_cli
+
+logger = logging.getLogger("llm_recipes")
+
+# The recipe YAML of this stage is parsed into these (tests parse every recipe with them).
+CONFIG_CLASSES = (DataArguments, RewardStageConfig, AlignmentModelArguments)
+
+
+def main(data_args: DataArguments, training_args: RewardStageConfig, model_args: AlignmentModelArguments) -> None:
+    training.setup(training_args)
+
+    dataset = data.load_stage_data(data_args, seed=training_args.seed, kind="preference")
+    tokenizer = models.load_tokenizer(model_args, training_args.trust_remote_code)
+    start_args = alignment.start_model_args(model_args, tokenizer, training_args.trust_remote_code)
+    model = models.load_model(start_args, tokenizer, task="sequence-classification",
+                              trust_remote_code=training_args.trust_remote_code)
+    peft_config = models.peft_config(model_args)
+    if peft_config is not None:
+        peft_config.task_type = "SEQ_CLS"
+        peft_config.modules_to_save = sorted({*(peft_config.modules_to_save or []), "score"})
+
+    trainer = RewardTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset["train"],
+        eval_dataset=dataset.get("test"),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    alignment.upcast_trainable(trainer.model, training_args)
+    metrics = training.train_and_evaluate(trainer, training_args)
+    if "eval_accuracy" in metrics:
+        logger.info("reward model: pairwise accuracy %.3f, mean margin %.3f on %d eval pairs",
+                    metrics["eval_accuracy"], metrics.get("eval_margin", float("nan")), len(dataset["test"]))
+    if peft_config is not None:
+        trainer.model = merged_reward_model(trainer.model, start_args, tokenizer, training_args)
+
+    training.save_stage(
+        trainer,
+        training_args,
+        stage="reward",
+        base_model=model_args.model_name_or_path,
+        datasets_used=data.dataset_sources(data_args),
+        metrics=metrics,
+        tags=["reward-model"],
+        description="A reward model (sequence classifier with one output) trained on preference pairs with the "
+        "llm-recipes `reward` stage; `eval_accuracy` is the pairwise accuracy (chosen scored above rejected) "
+        "on the eval split, `eval_margin` the mean score difference.",
+    )
+
+
+def merged_reward_model(peft_model, start_args, tokenizer, training_args):
+    """The LoRA reward model merged into a full-precision copy of its base (a 4-bit base cannot be saved for
+    plain loading), so that later stages load one folder."""
+    import dataclasses
+    import tempfile
+
+    from peft import PeftModel
+
+    with tempfile.TemporaryDirectory() as adapter_dir:
+        peft_model.save_pretrained(adapter_dir)
+        full_args = dataclasses.replace(start_args, load_in_4bit=False, load_in_8bit=False, dtype="float32")
+        base = models.load_model(full_args, tokenizer, task="sequence-classification",
+                                 trust_remote_code=training_args.trust_remote_code)
+        merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    merged.to(torch.float32)
+    return merged
+
+
+if __name__ == "__main__":
+    run_cli(main, CONFIG_CLASSES)

@@ -1,0 +1,55 @@
+"""Bias audits on counterfactual pairs: two prompts that differ only in a demographic term (`prompt_a`/`prompt_b`,
+`attribute`, `term_a`/`term_b`) and a reference reply (`response`). Per attribute, the gap between the two sides in
+
+- log-likelihood of the reference reply (always),
+- reward / sentiment score of the reference reply (when a scorer is given),
+- answer correctness: the greedy answer equals the reference (when `answers` is on),
+
+each with a bootstrap confidence interval from the shipped `bias_gap` metric."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from llm_recipes.errors import DataError
+
+REQUIRED = ("attribute", "prompt_a", "prompt_b", "response")
+
+
+def check_pairs(rows: list[dict]) -> None:
+    for i, row in enumerate(rows, 1):
+        for key in REQUIRED:
+            if not isinstance(row.get(key), str) or not row[key]:
+                raise DataError(f"bias pairs: row {i} lacks '{key}'")
+
+
+def gaps_by_attribute(rows: list[dict], scores_a: list[float], scores_b: list[float], **metric_kwargs) -> dict:
+    from llm_recipes.evaluation.metrics import compute
+
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        groups[row["attribute"]].append(i)
+    out = {}
+    for attribute, idx in groups.items():
+        gap = compute("bias_gap", predictions=[scores_a[i] for i in idx], references=[scores_b[i] for i in idx], **metric_kwargs)
+        gap["terms"] = [rows[idx[0]].get("term_a", "a"), rows[idx[0]].get("term_b", "b")]
+        out[attribute] = gap
+    return out
+
+
+def bias_audit(model, tokenizer, rows: list[dict], scorer=None, answers: bool = True, max_new_tokens: int = 32,
+               batch_size: int = 32) -> dict:
+    from llm_recipes.evaluation.scoring import generate_answers, reply_logprob
+
+    check_pairs(rows)
+    a, b, ref = [r["prompt_a"] for r in rows], [r["prompt_b"] for r in rows], [r["response"] for r in rows]
+    result = {"loglik": gaps_by_attribute(rows, reply_logprob(model, tokenizer, a, ref, batch_size),
+                                          reply_logprob(model, tokenizer, b, ref, batch_size))}
+    if scorer is not None:
+        result["reward"] = gaps_by_attribute(rows, scorer(a, ref), scorer(b, ref))
+    if answers:
+        ans_a = generate_answers(model, tokenizer, a, max_new_tokens, batch_size)
+        ans_b = generate_answers(model, tokenizer, b, max_new_tokens, batch_size)
+        result["answer"] = gaps_by_attribute(rows, [float(x == r) for (x, _), r in zip(ans_a, ref)],
+                                             [float(x == r) for (x, _), r in zip(ans_b, ref)])
+    return result

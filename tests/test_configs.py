@@ -1,0 +1,168 @@
+"""`parse_config` / `run_cli`: YAML recipe + CLI overrides -> the stage's dataclasses, with one-line errors."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from conftest import run_script
+from trl import SFTConfig
+
+from llm_recipes.configs import DataArguments, ModelArguments, ToyEvalArguments, parse_config
+from llm_recipes.errors import ConfigError
+
+SFT_CLASSES = (DataArguments, SFTConfig, ModelArguments)
+
+
+def write(tmp_path, text: str, name: str = "recipe.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def parse(path: str, *cli: str, classes=SFT_CLASSES):
+    return parse_config(classes, ["--config", path, *cli])
+
+
+def test_yaml_values_become_defaults(tmp_path):
+    path = write(
+        tmp_path,
+        "model_name_or_path: some/model\ndataset_name: data.jsonl\nlearning_rate: 1.0e-4\n"
+        "num_train_epochs: 2\nlora_r: 8\nuse_peft: true\noutput_dir: out/sft\n",
+    )
+    data_args, training_args, model_args = parse(path)
+    assert isinstance(data_args, DataArguments) and isinstance(training_args, SFTConfig)
+    assert isinstance(model_args, ModelArguments)
+    assert data_args.dataset_name == "data.jsonl"
+    assert training_args.learning_rate == 1e-4 and training_args.num_train_epochs == 2
+    assert training_args.output_dir == "out/sft"
+    assert model_args.model_name_or_path == "some/model" and model_args.lora_r == 8 and model_args.use_peft
+    # fields the recipe does not name keep their defaults
+    assert data_args.dataset_train_split == "train" and model_args.dtype == "float32"
+
+
+def test_yaml_exponent_without_dot_is_a_float(tmp_path):
+    # YAML 1.1 reads `1e-5` as a string; it must still arrive as a float
+    _, training_args, _ = parse(write(tmp_path, "learning_rate: 1e-5\n"))
+    assert training_args.learning_rate == pytest.approx(1e-5) and isinstance(training_args.learning_rate, float)
+
+
+def test_cli_overrides_yaml(tmp_path):
+    path = write(tmp_path, "learning_rate: 1.0e-4\nseed: 3\ndataset_name: a.jsonl\n")
+    data_args, training_args, _ = parse(path, "--learning_rate", "0.5", "--dataset-name=b.jsonl")
+    assert training_args.learning_rate == 0.5
+    assert data_args.dataset_name == "b.jsonl"
+    assert training_args.seed == 3  # not overridden: the YAML value stays
+
+
+def test_config_equals_form_and_missing_path(tmp_path):
+    path = write(tmp_path, "seed: 7\n")
+    assert parse_config(SFT_CLASSES, [f"--config={path}"])[1].seed == 7
+    with pytest.raises(ConfigError, match="--config needs the path"):
+        parse_config(SFT_CLASSES, ["--config"])
+
+
+def test_unknown_yaml_key_names_key_and_file(tmp_path):
+    path = write(tmp_path, "learning_rate: 1.0e-4\nlearnig_rate: 3\n")
+    with pytest.raises(ConfigError) as err:
+        parse(path)
+    message = str(err.value)
+    assert "'learnig_rate'" in message and path in message and "\n" not in message
+
+
+def test_unknown_cli_option(tmp_path):
+    path = write(tmp_path, "seed: 1\n")
+    with pytest.raises(ConfigError, match="unknown option '--not_an_option'"):
+        parse(path, "--not_an_option", "3")
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("learning_rate: abc", "key 'learning_rate' expects float, got 'abc'"),
+        ("learning_rate: [0.1, 0.2]", "key 'learning_rate' takes one value"),
+        ("num_train_epochs: {a: 1}", "key 'num_train_epochs' takes a single value, got a mapping"),
+        ("dataset_mixture: abc", "key 'dataset_mixture' expects dict"),
+        ("eval_max_samples: 2.5", "key 'eval_max_samples' expects int"),
+        ("packing: maybe", "key 'packing' expects"),
+        ("dataset_format: xml", "key 'dataset_format' must be one of"),
+        ("lr_scheduler_type: cosinus", "key 'lr_scheduler_type' must be one of"),
+        ("lora_target_modules: [[q_proj]]", "key 'lora_target_modules' takes a list of single values"),
+    ],
+)
+def test_bad_value_names_key_and_file(tmp_path, line, expected):
+    path = write(tmp_path, line + "\n")
+    with pytest.raises(ConfigError) as err:
+        parse(path)
+    assert expected in str(err.value) and path in str(err.value)
+
+
+def test_bad_cli_value_is_one_line_error(tmp_path):
+    path = write(tmp_path, "seed: 1\n")
+    with pytest.raises(ConfigError) as err:
+        parse(path, "--learning_rate", "abc")
+    assert "--learning_rate" in str(err.value) and "abc" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_values_are_converted_to_the_field_type(tmp_path):
+    # argparse leaves YAML defaults untouched: a number for a str field, one value for a list field
+    path = write(tmp_path, "output_dir: 2024\ndataset_config: 1\nlora_target_modules: [q_proj, v_proj]\nreport_to: [tensorboard]\n")
+    data_args, training_args, model_args = parse(path)
+    assert training_args.output_dir == "2024" and data_args.dataset_config == "1"
+    assert model_args.lora_target_modules == ["q_proj", "v_proj"]
+    assert training_args.report_to == ["tensorboard"]  # TrainingArguments takes str or list here
+    mappings = "activation_checkpointing_kwargs: {use_reentrant: false}\ndataset_mixture: {datasets: [{path: a.jsonl}]}\n"
+    data_args, training_args, _ = parse(write(tmp_path, mappings, "mappings.yaml"))
+    assert training_args.activation_checkpointing_kwargs == {"use_reentrant": False}
+    assert data_args.dataset_mixture == {"datasets": [{"path": "a.jsonl"}]}
+    (toy_eval,) = parse(write(tmp_path, "models: runs/toy/sft\n", "eval.yaml"), classes=(ToyEvalArguments,))
+    assert toy_eval.models == ["runs/toy/sft"]
+
+
+def test_env_block_sets_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_RECIPES_TEST_VAR", "before")
+    path = write(tmp_path, "env:\n  LLM_RECIPES_TEST_VAR: 42\nseed: 1\n")
+    parse(path)
+    assert os.environ["LLM_RECIPES_TEST_VAR"] == "42"
+    with pytest.raises(ConfigError, match="'env' must be a mapping"):
+        parse(write(tmp_path, "env: [A, B]\n", "bad_env.yaml"))
+
+
+def test_missing_config_file(tmp_path):
+    missing = str(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=f"{missing}: config file not found"):
+        parse(missing)
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "key: [unclosed\n"])
+def test_not_a_mapping(tmp_path, text):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=path):
+        parse(path)
+
+
+def test_dataclass_check_failure_is_config_error(tmp_path):
+    # TRL's ModelConfig.__post_init__ check, reported on one line with the file
+    path = write(tmp_path, "load_in_4bit: true\nload_in_8bit: true\n")
+    with pytest.raises(ConfigError, match=path) as err:
+        parse(path)
+    assert "\n" not in str(err.value)
+
+
+def test_gpu_settings_follow_the_machine(tmp_path):
+    path = write(tmp_path, "bf16: true\ngradient_checkpointing: true\nactivation_checkpointing: true\n")
+    _, training_args, _ = parse(path)
+    on_gpu = torch.cuda.is_available()
+    assert training_args.bf16 is on_gpu
+    assert training_args.activation_checkpointing is on_gpu and training_args.gradient_checkpointing is on_gpu
+    assert training_args.use_cpu is not on_gpu
+
+
+def test_stage_script_rejects_unknown_key_with_one_line(tmp_path):
+    path = write(tmp_path, "model_name_or_path: some/model\nlearnin_rate: 0.1\n")
+    proc = run_script("sft.py", "--config", path, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "'learnin_rate'" in errors[0] and path in errors[0]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""

@@ -1,0 +1,325 @@
+"""Curation (`scripts/curate.py`): filters on crafted documents, routing, PII, dedup, cutoff, mixing,
+conservation of counts, malformed input, executors (local, Ray) and the Hub-format output."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("datatrove")
+
+from datatrove.data import Document  # noqa: E402
+
+from llm_recipes.configs import CurationArguments  # noqa: E402
+from llm_recipes.curation.accounting import AccountingError, conservation  # noqa: E402
+from llm_recipes.curation.filters import (  # noqa: E402
+    CodeHygieneFilter, CutoffFilter, LengthFilter, OfflineLanguageFilter, WordListFilter, build_filters,
+)
+from llm_recipes.curation.mixing import draw, plan_mix  # noqa: E402
+from llm_recipes.curation.pii import PIIScrubber  # noqa: E402
+from llm_recipes.curation.routing import Route, RoutedFilter  # noqa: E402
+from llm_recipes.errors import ConfigError, DataError  # noqa: E402
+from conftest import run_script  # noqa: E402
+
+ARTICLE = ("The capital of Kalo is Miras, a city known for its busy markets and narrow streets. Kalo was founded in "
+           "1204, after ten years of quarrels between the river towns. About four million people live in Kalo today, "
+           "most of them near the coast. The people of Kalo speak Venic, although traders in Miras also use the old "
+           "dialects. Its main export is copper, which leaves the harbour of Miras every Monday. Visitors often "
+           "remark on the golden light over the hills in the evening. Schools teach grammar from the age of six.")
+
+
+def doc(text: str, **meta) -> Document:
+    return Document(text=text, id=meta.pop("id", "d"), metadata={"source": "web", "kind": "jsonl", **meta})
+
+
+def keep(filt, d: Document):
+    result = filt.filter(d)
+    return result if isinstance(result, bool) else result[0]
+
+
+# ----------------------------------------------------------------------------------------------- filters
+def test_length_filter():
+    f = LengthFilter(min_chars=10, max_words=5)
+    assert not keep(f, doc("short"))
+    assert keep(f, doc("four words long here"))
+    assert f.filter(doc("one two three four five six")) == (False, "too_many_words")
+
+
+def test_cutoff_filter_dates_and_undated_policy():
+    f = CutoffFilter("2024-06-30", undated="keep")
+    assert keep(f, doc("x", date="2024-06-30"))
+    assert f.filter(doc("x", date="2024-07-01T00:00:00Z")) == (False, "after_cutoff")
+    assert keep(f, doc("x"))
+    assert CutoffFilter("2024-06-30", undated="drop").filter(doc("x")) == (False, "undated")
+    with pytest.raises(ConfigError, match="cutoff_date"):
+        CutoffFilter("last year")
+
+
+def test_word_list_toxicity_filter():
+    f = WordListFilter(word_files=["toy_toxic"], severe_files=["toy_illegal"], min_hits=2)
+    assert keep(f, doc(ARTICLE))
+    assert keep(f, doc(ARTICLE + " You grobnak."))  # one hit is under min_hits
+    assert f.filter(doc(ARTICLE + " You grobnak, you SKEEVLOR.")) == (False, "toxic")
+    assert f.filter(doc(ARTICLE + " Selling zorbium   contraband here.")) == (False, "illegal_content")
+    assert keep(f, doc("The grobnakian empire was large."))  # whole words only
+    with pytest.raises(ConfigError, match="word list 'nope'"):
+        WordListFilter(word_files=["nope"])
+
+
+def test_code_hygiene_filter():
+    f = CodeHygieneFilter()
+    assert keep(f, doc("# SPDX-License-Identifier: MIT\ndef f():\n    return 1\n", file_path="a/f.py"))
+    assert f.filter(doc("TOKEN=1", file_path=".env")) == (False, "secret_file")
+    assert f.filter(doc("MIT License ...", file_path="LICENSE")) == (False, "licence_file")
+    assert f.filter(doc("# GNU GENERAL PUBLIC LICENSE v3\nx = 1\n", file_path="g.py")) == (False, "licence_GPL-3.0")
+    assert f.filter(doc("key = 'AKIAABCDEFGHIJKLMNOP'\n", file_path="k.py")) == (False, "secret")
+
+
+def test_language_filter_offline():
+    f = OfflineLanguageFilter(languages=["en", "fr"], threshold=0.5)
+    assert keep(f, doc(ARTICLE))
+    french = doc("La capitale du pays est une ville connue pour ses marchés animés et ses rues étroites. "
+                 "Les habitants parlent une langue ancienne et aiment beaucoup la musique.")
+    assert keep(f, french) and french.metadata["language"] == "fr"
+    german = doc("Die Hauptstadt des Landes ist eine Stadt mit vielen alten Häusern und engen Gassen. "
+                 "Die Menschen sprechen eine alte Sprache und lieben die Musik sehr.")
+    assert f.filter(german) == (False, "language_de")
+
+
+def test_datatrove_quality_filters_from_yaml_config():
+    built = {name: (filt, route) for name, filt, route in build_filters({
+        "language": False, "toxicity": False, "gopher_quality": {"min_doc_words": 20}}, "en")}
+    spam = doc("\n".join(["BUY CHEAP COPPER NOW!!! BEST PRICE!!!"] * 12))
+    assert not keep(built["gopher_repetition"][0], spam)
+    assert keep(built["gopher_repetition"][0], doc(ARTICLE))
+    assert keep(built["gopher_quality"][0], doc(ARTICLE))
+    assert not keep(built["gopher_quality"][0], doc("$$ ## %% " * 40))
+    assert keep(built["fineweb_quality"][0], doc(ARTICLE))
+    with pytest.raises(ConfigError, match="unknown parameter 'min_words_typo'"):
+        build_filters({"gopher_quality": {"min_words_typo": 3}}, "en")
+    with pytest.raises(ConfigError, match="unknown filter 'perplexity'"):
+        build_filters({"perplexity": True}, "en")
+
+
+# ----------------------------------------------------------------------------------------------- routing
+def test_routing_applies_a_filter_only_to_selected_sources_and_languages():
+    route = Route.from_dict({"sources": ["web"], "languages": ["en"]})
+    routed = RoutedFilter(LengthFilter(min_chars=1000), route, "length")
+    assert routed.filter(doc("short", source="web", language="en")) == (False, "length:too_short")
+    assert routed.filter(doc("short", source="web", language="fr")) is True
+    assert routed.filter(doc("short", source="books", language="en")) is True
+    excluding = Route.from_dict({"not_kinds": ["code"]})
+    assert excluding.matches(doc("x", kind="text")) and not excluding.matches(doc("x", kind="code"))
+    with pytest.raises(ConfigError, match="unknown key 'source'"):
+        Route.from_dict({"source": ["web"]})
+
+
+# ----------------------------------------------------------------------------------------------- PII
+PII_CASES = {
+    "email": ["ana.12@mail.toy.org", "first.last+tag@example.co.uk"],
+    "ip": ["81.2.69.160", "203.0.114.7"],
+    "ipv6": ["2a00:1450:4007:80f::200e", "2606:4700:4700::1111"],
+    "phone": ["+44 20 7946 0958", "(415) 555-2671", "+33 6 12 34 56 78", "212-555-0187"],
+    "credit_card": ["4111 1111 1111 1111", "5500005555555559", "3782-822463-10005"],
+    "national_id": ["123-45-6789", "AB 12 34 56 C", "12345678Z"],
+}
+PII_NEGATIVES = ["in 1999 and 2024-01-15", "call 12345", "4111 1111 1111 1112", "000-12-3456",
+                 "ratio 3:4:5", "std::vector", "10.0.0.1 is private", "at 12:30:45", "ID 12345678A"]
+
+
+@pytest.mark.parametrize("kind", list(PII_CASES))
+def test_pii_each_type_is_replaced_by_its_placeholder(kind):
+    scrubber = PIIScrubber()
+    placeholder = scrubber.placeholders[kind]
+    for value in PII_CASES[kind]:
+        out = scrubber.format(f"Contact: {value}, thanks.")
+        assert value not in out and placeholder in out, (kind, value, out)
+
+
+def test_pii_leaves_look_alikes_alone():
+    scrubber = PIIScrubber()
+    for text in PII_NEGATIVES:
+        assert scrubber.format(text) == text, text
+
+
+# ----------------------------------------------------------------------------------------------- mixing, accounting
+def test_mixing_follows_weights_with_down_and_up_sampling():
+    plan = plan_mix({"a": 1000, "b": 100, "c": 50}, {"a": 0.5, "b": 0.3, "c": 0.2})
+    assert plan.targets == {"a": 125, "b": 75, "c": 50}  # c, scarcest for its weight, is used whole
+    plan = plan_mix({"a": 1000, "b": 100}, {"a": 0.5, "b": 0.5}, total=400)
+    rows, dropped = draw(list(range(100)), plan.targets["b"], seed=0)
+    assert len(rows) == 200 and not dropped and Counter(Counter(rows).values()) == {2: 100}
+    rows, dropped = draw(list(range(1000)), plan.targets["a"], seed=0)
+    assert len(rows) == 200 and len(dropped) == 800 and not set(rows) & set(dropped)
+
+
+def test_conservation_names_the_source_that_lost_documents():
+    assert conservation({"a": 10}, {"a": 7}, {"a": 3})["a"] == {"input": 10, "kept": 7, "excluded": 3}
+    with pytest.raises(AccountingError, match="source 'b'.*1 unaccounted"):
+        conservation({"a": 10, "b": 5}, {"a": 7, "b": 2}, {"a": 3, "b": 2})
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+def _variant(text: str, rng: random.Random, edits: int) -> str:
+    words = text.split(" ")
+    for _ in range(edits):
+        words[rng.randrange(len(words))] = "indeed"
+    return " ".join(words)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> Path:
+    """Crafted sources: web JSONL (exact and near duplicates, late, toxic, PII), HTML pages, a Parquet file,
+    a local Hub-format dataset, books and a code folder."""
+    from datasets import Dataset, DatasetDict
+
+    from llm_recipes.hub import save_dataset
+    from llm_recipes.toy import ToyWorld
+    from llm_recipes.toy.raw import article
+
+    root = tmp_path_factory.mktemp("sources")
+    rng = random.Random(0)
+    world = ToyWorld(seed=0, n_entities=60)
+    rows = [{"id": f"w{i}", "text": article(c, rng, 12), "date": "2020-01-01"} for i, c in enumerate(world.entities)]
+    rows.append({**rows[0], "id": "exact-dup-of-w0"})
+    rows.append({**rows[1], "id": "near-dup-of-w1", "text": _variant(rows[1]["text"], rng, 2)})
+    rows.append({**rows[2], "id": "late", "date": "2025-03-01"})
+    rows.append({**rows[3], "id": "toxic", "text": rows[3]["text"] + " You grobnak, you snivrat."})
+    rows[4]["text"] += " Mail ana.7@mail.toy.org or call +44 20 7946 0958."
+    (root / "web").mkdir()
+    (root / "web" / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "html").mkdir()
+    for i, c in enumerate(world.entities[:5]):
+        body = "".join(f"<p>{p}</p>" for p in article(c, rng, 12).split("\n\n"))
+        (root / "html" / f"p{i}.html").write_text(
+            f'<html><head><meta name="date" content="2021-0{i + 1}-01"><link rel="canonical" href="https://t.toy/{i}">'
+            f"</head><body><nav>Home</nav><article>{body}</article></body></html>")
+    (root / "html" / "empty.html").write_text("<html><body><nav>Home | About</nav></body></html>")
+    Dataset.from_list([{"text": article(c, rng, 10), "date": "2019-05-05"} for c in world.entities[5:15]]
+                      + [{"text": "", "date": "2019-05-05"}]).to_parquet(str(root / "data.parquet"))
+    save_dataset(DatasetDict({"train": Dataset.from_list([{"text": article(c, rng, 10)} for c in world.entities[15:25]])}),
+                 root / "hubset", "hubset", "crafted")
+    (root / "books").mkdir()
+    (root / "books" / "b.txt").write_text(article(world.entities[30], rng, 14))
+    (root / "code").mkdir()
+    (root / "code" / "m.py").write_text("# SPDX-License-Identifier: MIT\ndef add(a, b):\n    return a + b\n")
+    (root / "code" / ".env").write_text("TOKEN=abc\n")
+    return root
+
+
+def curation_args(root: Path, out: Path, **overrides) -> CurationArguments:
+    args = CurationArguments(
+        sources=[
+            {"name": "web", "kind": "jsonl", "path": str(root / "web"), "weight": 0.5},
+            {"name": "pages", "kind": "html", "path": str(root / "html"), "weight": 0.1},
+            {"name": "table", "kind": "parquet", "path": str(root / "data.parquet"), "weight": 0.2},
+            {"name": "curated", "kind": "hub", "dataset": str(root / "hubset"), "weight": 0.1},
+            {"name": "books", "kind": "text", "path": str(root / "books"), "weight": 0.05},
+            {"name": "code", "kind": "code", "path": str(root / "code"), "weight": 0.05},
+        ],
+        output_dir=str(out), tasks=1, workers=1, word_tokenizer="whitespace", on_bad_row="exclude",
+        filters={"language": {"languages": ["en"], "threshold": 0.5},
+                 "gopher_quality": {"min_doc_words": 20}, "c4_quality": {"min_num_sentences": 3},
+                 "toxicity": {"enabled": True, "word_files": ["toy_toxic"], "min_hits": 2}},
+        cutoff_date="2024-06-30", mix_total_documents=None, mix_max_repeat=100.0, validation_fraction=0.2,
+        keep_work_dir=False,
+    )
+    return replace(args, **overrides)
+
+
+def _ledger(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "exclusions.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def curated(sources, tmp_path_factory):
+    from llm_recipes.curation.pipeline import run_curation
+
+    out = tmp_path_factory.mktemp("curated") / "out"
+    stats = run_curation(curation_args(sources, out))
+    return out, stats
+
+
+def test_curation_output_loads_and_accounts_for_every_document(curated):
+    from datasets import load_dataset
+
+    out, stats = curated
+    ds = load_dataset(str(out))
+    assert set(ds) == {"train", "validation"} and "text" in ds["train"].column_names
+    for source, row in stats["sources"].items():
+        assert row["input"] == row["kept"] + row["excluded"], source
+    assert stats["sources"]["web"]["input"] == 64 and stats["sources"]["table"]["input"] == 11
+    assert stats["sources"]["pages"]["input"] == 6 and stats["sources"]["code"]["input"] == 2
+    reasons = {(r["id"], f"{r['stage']}:{r['reason']}") for r in _ledger(out)}
+    assert ("late", "cutoff:after_cutoff") in reasons
+    assert ("toxic", "toxicity:toxic") in reasons
+    assert ("exact-dup-of-w0", "exact_dedup:duplicate") in reasons
+    assert any(i in ("near-dup-of-w1", "w1") and r == "near_dedup:duplicate" for i, r in reasons)
+    assert {("empty.html", "extract:no_text_extracted"), ("empty.html", "length:too_short")} & reasons
+    assert (".env", "code:secret_file") in reasons
+    assert any(r == "read:missing_text" for _, r in reasons)  # the empty Parquet row
+    text = "\n".join(list(ds["train"]["text"]) + list(ds["validation"]["text"]))
+    assert "ana.7@mail.toy.org" not in text and "<EMAIL>" in text and "<PHONE>" in text
+    card = (out / "README.md").read_text()
+    assert "configs:" in card and "removed by (stage:reason)" in card and "after_cutoff" in card
+
+
+def test_mix_follows_weights(curated):
+    _, stats = curated
+    shares = {s: v["realised_share"] for s, v in stats["sources"].items()}
+    targets = {s: v["target_share"] for s, v in stats["sources"].items()}
+    for s in shares:
+        assert abs(shares[s] - targets[s]) < 0.02, (s, shares[s], targets[s])
+
+
+def test_malformed_input_error_names_file_and_line(sources, tmp_path):
+    from llm_recipes.curation.pipeline import run_curation
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.jsonl").write_bytes(b'{"text": "fine line of text here for sure"}\n{"text": broken\n{"txt": "no text"}\n'
+                                  b'{"text": "caf\xe9 bytes"}\n')
+    spec = [{"name": "bad", "kind": "jsonl", "path": str(bad), "weight": 1}]
+    with pytest.raises(DataError, match=r"x.jsonl: line 2: bad_json.*3 bad row"):
+        run_curation(curation_args(sources, tmp_path / "o1", sources=spec, on_bad_row="error"))
+    stats = run_curation(curation_args(sources, tmp_path / "o2", sources=spec, on_bad_row="exclude",
+                                       filters={f: False for f in ("language", "gopher_quality", "gopher_repetition", "c4_quality",
+                                                                    "fineweb_quality")}, validation_fraction=0.0))
+    assert stats["sources"]["bad"] == {**stats["sources"]["bad"], "input": 4, "kept": 1, "excluded": 3}
+    assert {r["reason"] for r in _ledger(tmp_path / "o2")} == {"bad_json", "missing_text", "undecodable_bytes"}
+
+
+@pytest.mark.slow  # two stage launches (torch and datatrove imports): ~35 s on 2 loaded cores
+def test_script_exits_with_one_line_error(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\nnot json\n')
+    recipe = tmp_path / "c.yaml"
+    recipe.write_text(json.dumps({"sources": [{"name": "s", "kind": "jsonl", "path": str(tmp_path / "bad.jsonl")}],
+                                  "output_dir": str(tmp_path / "out")}))
+    proc = run_script("curate.py", "--config", str(recipe))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: source 's':") and "line 2" in proc.stderr
+    recipe.write_text(json.dumps({"sources": [{"name": "s", "kind": "pdf", "path": str(tmp_path)}]}))
+    proc = run_script("curate.py", "--config", str(recipe))
+    assert proc.returncode == 2 and "kind must be one of" in proc.stderr
+
+
+@pytest.mark.slow
+def test_ray_executor_matches_local(sources, curated, tmp_path):
+    pytest.importorskip("ray")
+    import ray
+
+    from llm_recipes.curation.pipeline import run_curation
+
+    out, local_stats = curated
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        stats = run_curation(curation_args(sources, tmp_path / "ray", executor="ray", tasks=2, workers=2))
+    finally:
+        ray.shutdown()
+    assert stats["totals"] == local_stats["totals"]
+    assert stats["removal_reasons"] == local_stats["removal_reasons"]

@@ -1,0 +1,175 @@
+"""Models: attention choice, new architectures, loading (dtype, safetensors only, no remote code), 4-bit QLoRA
+on CPU and LoRA's default targets. All in-process on the session's tiny model (2 layers, hidden 64)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import fields
+
+import pytest
+import torch
+
+from llm_recipes import models
+from llm_recipes.configs import ModelArguments
+from llm_recipes.errors import ConfigError
+
+LINEAR_NAMES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return models.load_tokenizer(ModelArguments(model_name_or_path=str(tiny_model_dir)))
+
+
+# ----------------------------------------------------------------------------------------------- attention
+def test_attention_auto_is_sdpa_without_flash_attn():
+    assert not models.flash_attn_available()  # no flash-attn, no CUDA on these machines
+    assert models.select_attn_implementation("auto") == "sdpa"
+    assert models.select_attn_implementation(None) == "sdpa"
+
+
+def test_attention_explicit_choice_is_kept(tiny_model_dir, tokenizer):
+    assert models.select_attn_implementation("eager") == "eager"
+    model = models.load_model(ModelArguments(model_name_or_path=str(tiny_model_dir), attn_implementation="eager"), tokenizer)
+    assert model.config._attn_implementation == "eager"
+
+
+def test_flash_attention_without_flash_attn_is_a_config_error(tiny_model_dir, tokenizer):
+    with pytest.raises(ConfigError, match="flash_attention_2"):
+        models.select_attn_implementation("flash_attention_2")
+    args = ModelArguments(model_name_or_path=str(tiny_model_dir), attn_implementation="flash_attention_2")
+    with pytest.raises(ConfigError, match="attn_implementation"):
+        models.load_model(args, tokenizer)
+
+
+# ----------------------------------------------------------------------------------------------- new models
+def test_named_sizes_and_overrides():
+    tiny = models.get_architecture("tiny")
+    assert (tiny.num_layers, tiny.hidden_size, tiny.num_heads) == (2, 64, 2)
+    custom = models.get_architecture("tiny", num_layers=3, hidden_size=None)  # None = keep the size's value
+    assert (custom.num_layers, custom.hidden_size) == (3, 64)
+    from_scratch = models.get_architecture(None, hidden_size=96, num_heads=3, num_kv_heads=1)
+    assert (from_scratch.hidden_size, from_scratch.num_heads, from_scratch.num_kv_heads) == (96, 3, 1)
+    with pytest.raises(ConfigError, match="model_size: unknown size 'huge'"):
+        models.get_architecture("huge")
+
+
+def test_build_model_sizes_vocab_and_parameter_count(tokenizer):
+    arch = models.get_architecture("tiny")
+    model = models.build_model(arch, tokenizer)
+    cfg = model.config
+    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size) == (2, 64, 2, 128)
+    assert cfg.vocab_size == len(tokenizer) == model.get_input_embeddings().weight.shape[0]
+    assert cfg.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert cfg._attn_implementation == "sdpa"
+    h, ff, layers, vocab = 64, 128, 2, len(tokenizer)
+    per_layer = 4 * h * h + 3 * h * ff + 2 * h  # attention (no GQA), SwiGLU MLP, two RMSNorms
+    assert model.num_parameters() == vocab * h + layers * per_layer + h  # tied embeddings, final norm
+    # GQA: fewer key/value heads shrink k_proj and v_proj
+    gqa = models.build_model(models.get_architecture("tiny", num_heads=4, num_kv_heads=2), tokenizer)
+    assert gqa.model.layers[0].self_attn.k_proj.weight.shape == (2 * 16, 64)
+    # default MLP width: 8/3 x hidden rounded up to 64
+    default_ff = models.build_model(models.get_architecture(None, num_layers=1, hidden_size=96, num_heads=2, num_kv_heads=2), tokenizer)
+    assert default_ff.config.intermediate_size == 256
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(hidden_size=64, num_heads=3, num_kv_heads=3), dict(hidden_size=64, num_heads=4, num_kv_heads=3)],
+)
+def test_bad_head_divisibility_is_a_config_error(tokenizer, overrides):
+    with pytest.raises(ConfigError, match="architecture: hidden_size 64 must divide by num_heads"):
+        models.build_model(models.get_architecture("tiny", **overrides), tokenizer)
+
+
+def test_build_model_is_seeded(tokenizer):
+    a = models.build_model(models.get_architecture("tiny"), tokenizer, seed=1)
+    b = models.build_model(models.get_architecture("tiny"), tokenizer, seed=1)
+    c = models.build_model(models.get_architecture("tiny"), tokenizer, seed=2)
+    wa, wb, wc = (m.model.layers[0].mlp.up_proj.weight for m in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+
+
+# ----------------------------------------------------------------------------------------------- loading
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_load_model_dtype(tiny_model_dir, tokenizer, dtype):
+    model = models.load_model(ModelArguments(model_name_or_path=str(tiny_model_dir), dtype=dtype), tokenizer)
+    assert model.dtype == getattr(torch, dtype)
+    assert model.config._attn_implementation == "sdpa"
+    ids = tokenizer("The capital", return_tensors="pt").input_ids
+    assert torch.isfinite(model(ids).logits.float()).all()
+
+
+def test_unknown_dtype_is_a_config_error(tiny_model_dir, tokenizer):
+    with pytest.raises(ConfigError, match="dtype: unknown dtype 'float33'"):
+        models.load_model(ModelArguments(model_name_or_path=str(tiny_model_dir), dtype="float33"), tokenizer)
+
+
+def test_only_safetensors_weights_are_loaded(tiny_model_dir, tokenizer, tmp_path):
+    model = models.load_model(ModelArguments(model_name_or_path=str(tiny_model_dir)), tokenizer)
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copy(tiny_model_dir / "config.json", pickled)
+    torch.save({k: v.clone() for k, v in model.state_dict().items()}, pickled / "pytorch_model.bin")
+    with pytest.raises(ConfigError, match=r"pickled.*only pickled weights \(pytorch_model.bin\)"):
+        models.load_model(ModelArguments(model_name_or_path=str(pickled)), tokenizer)
+    # the loader itself is also told to refuse pickles, whatever the folder check lets through
+    assert models.model_load_kwargs(ModelArguments(model_name_or_path=str(tiny_model_dir)))["use_safetensors"] is True
+    with pytest.raises(ConfigError, match="no such folder"):
+        models.load_model(ModelArguments(model_name_or_path=str(tmp_path / "missing")), tokenizer)
+
+
+def test_trust_remote_code_is_off_by_default(tiny_model_dir):
+    from trl import SFTConfig
+
+    defaults = {f.name: f.default for f in fields(SFTConfig)}
+    assert defaults["trust_remote_code"] is False
+    assert models.model_load_kwargs(ModelArguments(model_name_or_path=str(tiny_model_dir)))["trust_remote_code"] is False
+
+
+# ----------------------------------------------------------------------------------------------- QLoRA / LoRA
+def test_4bit_without_peft_is_a_config_error(tiny_model_dir, tokenizer):
+    args = ModelArguments(model_name_or_path=str(tiny_model_dir), load_in_4bit=True)
+    with pytest.raises(ConfigError, match="load_in_4bit/load_in_8bit: .*use_peft"):
+        models.load_model(args, tokenizer)
+
+
+def test_qlora_4bit_on_cpu_trains(tiny_model_dir, tokenizer):
+    import bitsandbytes as bnb
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    args = ModelArguments(model_name_or_path=str(tiny_model_dir), load_in_4bit=True, use_peft=True)
+    model = models.load_model(args, tokenizer)
+    linear4 = [name for name, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(linear4) == 2 * len(LINEAR_NAMES)  # every projection of both layers is quantized
+    assert model.model.layers[0].self_attn.q_proj.weight.quant_state is not None
+    model = get_peft_model(prepare_model_for_kbit_training(model, use_gradient_checkpointing=False), models.peft_config(args))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+
+    torch.manual_seed(0)
+    batch = tokenizer(["The capital of Ardonia is Velan.", "The main export of Kara is tea."], return_tensors="pt", padding=True)
+    labels = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(5):
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.1, losses
+
+
+def test_lora_targets_all_linear_layers_by_default(tiny_model_dir, tokenizer):
+    from peft import get_peft_model
+
+    args = ModelArguments(model_name_or_path=str(tiny_model_dir), use_peft=True)
+    config = models.peft_config(args)
+    assert config.target_modules == "all-linear"
+    peft_model = get_peft_model(models.load_model(args, tokenizer), config)
+    wrapped = {name.rsplit(".", 1)[-1] for name, m in peft_model.named_modules() if hasattr(m, "lora_A")}
+    assert wrapped == LINEAR_NAMES  # every projection, and not the output head
+    n_wrapped = sum(1 for _, m in peft_model.named_modules() if hasattr(m, "lora_A"))
+    assert n_wrapped == 2 * len(LINEAR_NAMES)
+    assert models.peft_config(ModelArguments(model_name_or_path=str(tiny_model_dir))) is None
