@@ -13,7 +13,7 @@ no gradient accumulation (the batch conventions of the two trainers differ beyon
 missing-EOS penalty. Known difference: TRL scores the raw token sequence (ending in <|im_end|>), ours
 re-renders prompt + reply through the reward model's chat template (ending in <|im_end|>\\n, as the reward
 model was trained): logged scores are on slightly different inputs, hence the common final scorer.
-Writes benchmarks/results/ppo_vs_trl112.json and .md.
+Writes benchmarks/results/ppo_vs_trl112_lr<learning_rate>.{json,md}.
 """
 
 import argparse
@@ -110,6 +110,8 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=30)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--learning_rate", type=float, default=5e-5)
+    parser.add_argument("--kl_coef", type=float, default=0.1)
     parser.add_argument("--work_dir", default="/tmp/llm-recipes-ppo-bench")
     cli = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -127,9 +129,9 @@ def main() -> None:
     prompts_file.write_text(json.dumps(list(rows["prompt"])))
     results = {"settings": None, "runs": []}
     for seed in cli.seeds:
-        hyper = dict(batch_size=cli.batch_size, updates=cli.updates, num_ppo_epochs=2, learning_rate=5e-5,
+        hyper = dict(batch_size=cli.batch_size, updates=cli.updates, num_ppo_epochs=2, learning_rate=cli.learning_rate,
                      lr_scheduler_type="constant", response_length=24, temperature=1.0, missing_eos_penalty=1.0,
-                     kl_coef=0.1, cliprange=0.2, vf_coef=0.1, cliprange_value=0.2, gamma=1.0, lam=0.95, seed=seed)
+                     kl_coef=cli.kl_coef, cliprange=0.2, vf_coef=0.1, cliprange_value=0.2, gamma=1.0, lam=0.95, seed=seed)
         settings = dict(policy=cli.policy, reward_model=cli.reward_model, prompts_file=str(prompts_file),
                         heldout=cli.heldout, output_dir=str(work / f"trl112-{seed}"), hyper=hyper)
         results["settings"] = {k: v for k, v in settings.items() if k not in ("output_dir", "prompts_file")}
@@ -154,10 +156,13 @@ def main() -> None:
             }
         results["runs"].append(run)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ppo_vs_trl112.json").write_text(json.dumps(results, indent=1))
+    tag = f"lr{cli.learning_rate:g}"
+    (RESULTS / f"ppo_vs_trl112_{tag}.json").write_text(json.dumps(results, indent=1))
     lines = ["# PPO: llm-recipes vs trl 1.12.0 (same models, prompts, seed, settings)", "",
              f"Policy `{cli.policy}`, reward/value model `{cli.reward_model}`, {cli.updates} updates x {cli.batch_size} "
-             "prompts, 2 PPO epochs, lr 5e-5, kl_coef 0.1. Windows: means over quarters of the run.", "",
+             f"prompts, 2 PPO epochs, lr {cli.learning_rate:g}, kl_coef {cli.kl_coef:g}. Windows: means over quarters of "
+             "the run. Scores and KL as each trainer logs them; `final:` one common scorer (greedy replies to the "
+             "held-out alignment prompts, the reward model through its chat template, sampled KL to the start).", "",
              "| seed | trainer | score (quarters) | KL (quarters) | s/update | final: reward | refusal | exact | KL to start |",
              "|---|---|---|---|---|---|---|---|---|"]
     for run in results["runs"]:
@@ -167,7 +172,7 @@ def main() -> None:
             lines.append(f"| {run['seed']} | {name} | {' / '.join(f'{x:.2f}' for x in r['score_windows'])} | "
                          f"{' / '.join(f'{x:.2f}' for x in r['kl_windows'])} | {r['seconds_per_update']:.2f} | "
                          f"{f['mean_reward']:.3f} | {f['refusal_rate']:.1%} | {f['exact_match']:.1%} | {f['kl_to_start']:.2f} |")
-    (RESULTS / "ppo_vs_trl112.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"ppo_vs_trl112_{tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -26,7 +26,8 @@ CONFIG_CLASSES = (DataArguments, DPOStageConfig, AlignmentModelArguments)
 def main(data_args: DataArguments, training_args: DPOStageConfig, model_args: AlignmentModelArguments) -> None:
     training.setup(training_args)
 
-    dataset = data.load_stage_data(data_args, seed=training_args.seed, kind="preference")
+    with training.main_process_loads_data_first(training_args):
+        dataset = data.load_stage_data(data_args, seed=training_args.seed, kind="preference")
     tokenizer = models.load_tokenizer(model_args, training_args.trust_remote_code)
     model, peft_config, from_adapter = alignment.load_policy(model_args, tokenizer, training_args.trust_remote_code)
     ref_model = None

@@ -24,7 +24,8 @@ CONFIG_CLASSES = (DataArguments, PPOConfig, AlignmentModelArguments, RewardSourc
 
 def main(data_args: DataArguments, args: PPOConfig, model_args: AlignmentModelArguments, reward_args: RewardSourceArguments) -> None:
     training.setup(args)
-    dataset = data.load_stage_data(data_args, seed=args.seed, kind="prompt")
+    with training.main_process_loads_data_first(args):
+        dataset = data.load_stage_data(data_args, seed=args.seed, kind="prompt")
     tokenizer = models.load_tokenizer(model_args, args.trust_remote_code if hasattr(args, "trust_remote_code") else False)
 
     reward_model = reward_tokenizer = reward_function = None

@@ -23,7 +23,8 @@ CONFIG_CLASSES = (DataArguments, RewardStageConfig, AlignmentModelArguments)
 def main(data_args: DataArguments, training_args: RewardStageConfig, model_args: AlignmentModelArguments) -> None:
     training.setup(training_args)
 
-    dataset = data.load_stage_data(data_args, seed=training_args.seed, kind="preference")
+    with training.main_process_loads_data_first(training_args):
+        dataset = data.load_stage_data(data_args, seed=training_args.seed, kind="preference")
     tokenizer = models.load_tokenizer(model_args, training_args.trust_remote_code)
     start_args = alignment.start_model_args(model_args, tokenizer, training_args.trust_remote_code)
     model = models.load_model(start_args, tokenizer, task="sequence-classification",

@@ -26,7 +26,8 @@ def main(data_args: DataArguments, training_args: RLOOStageConfig, model_args: A
          reward_args: RewardSourceArguments) -> None:
     training.setup(training_args)
 
-    dataset = data.load_stage_data(data_args, seed=training_args.seed, kind="prompt")
+    with training.main_process_loads_data_first(training_args):
+        dataset = data.load_stage_data(data_args, seed=training_args.seed, kind="prompt")
     tokenizer = models.load_tokenizer(model_args, training_args.trust_remote_code)
     reward_funcs, reward_tokenizers = alignment.resolve_reward_funcs(
         reward_args.reward_funcs, reward_args.reward_model_path, tokenizer, reward_args.allow_reward_tokenizer_mismatch)

@@ -28,9 +28,6 @@ from llm_recipes.errors import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
-# datasets' cache can hand back an old copy of a local file rewritten in place (same path, same second):
-# local data is re-read every time; it is small next to the training it feeds.
-LOCAL_MODE = datasets.DownloadMode.FORCE_REDOWNLOAD
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
@@ -73,7 +70,9 @@ def _load_json_lines(path: str, on_bad_row: str) -> Dataset:
         else:
             path_to_load = path
         try:  # the rows are copied into datasets' cache, so the cleaned copy can go
-            return datasets.load_dataset("json", data_files=path_to_load, split="train", download_mode=LOCAL_MODE)
+            return datasets.load_dataset(
+                "json", data_files=path_to_load, split="train", cache_dir=_local_cache_dir(path)
+            )
         except Exception as err:  # e.g. a field whose type changes between lines
             raise DataError(f"{path}: cannot be read as JSON lines ({type(err).__name__}: {_first_line(err)})") from None
 
@@ -103,7 +102,7 @@ def load_source(
             try:
                 extra = _csv_options(source) if ext == ".csv" else {}
                 ds = datasets.load_dataset(
-                    FILE_BUILDERS[ext], data_files=source, split="train", download_mode=LOCAL_MODE, **extra
+                    FILE_BUILDERS[ext], data_files=source, split="train", cache_dir=_local_cache_dir(source), **extra
                 )
             except Exception as err:  # datasets wraps parser errors in several types
                 raise DataError(f"{source}: cannot be read as {ext[1:]} ({type(err).__name__}: {_first_line(err)})") from None
@@ -116,9 +115,7 @@ def load_source(
             if saved:
                 loaded = datasets.load_from_disk(source)
             else:
-                loaded = datasets.load_dataset(
-                    source, name=config, download_mode=LOCAL_MODE, cache_dir=_local_cache_dir(source)
-                )
+                loaded = datasets.load_dataset(source, name=config, cache_dir=_local_cache_dir(source))
         except Exception as err:  # an empty folder, unreadable files, an unknown config name
             raise DataError(f"{source}: cannot load this folder as a dataset ({type(err).__name__}: {_first_line(err)})") from None
     elif (
@@ -163,14 +160,22 @@ def _csv_options(path: str) -> dict:
     return options
 
 
-def _local_cache_dir(folder: str) -> str:
-    """A datasets cache of its own for each local folder: datasets keys a folder's cache by its name and
-    layout only, so two `corpus` folders (a test's and the pipeline's) shared one cache entry and failed
-    with NonMatchingSplitsSizesError, or read each other's rows while both were loading."""
+def _local_cache_dir(path: str) -> str:
+    """A datasets cache of its own for each version of a local file or folder, keyed by its absolute path and
+    the size and mtime of every file in it. datasets keys a local folder's cache by its name and layout only:
+    two `corpus` folders shared one entry, and a folder rewritten in place was served stale or failed with
+    NonMatchingSplitsSizesError. Processes loading the same unchanged data share one cache (datasets locks it)."""
     import hashlib
 
-    digest = hashlib.sha1(os.path.abspath(folder).encode()).hexdigest()[:16]
-    return os.path.join(datasets.config.HF_DATASETS_CACHE, "llm_recipes_local", digest)
+    path = os.path.abspath(path)
+    files = [path] if os.path.isfile(path) else sorted(
+        os.path.join(root, name) for root, _, names in os.walk(path) for name in names
+    )
+    digest = hashlib.sha1(path.encode())
+    for name in files:
+        stat = os.stat(name)
+        digest.update(f"{os.path.relpath(name, path)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return os.path.join(datasets.config.HF_DATASETS_CACHE, "llm_recipes_local", digest.hexdigest()[:20])
 
 
 def _looks_like_json_lines(path: str) -> bool:

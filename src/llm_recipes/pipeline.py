@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -108,11 +109,14 @@ def run_pipeline(
     total_start = time.time()
     print(f"pipeline {pipeline.name}: {len(stages)} stage(s): {' -> '.join(s.name for s in stages)}", flush=True)
     for number, stage in enumerate(stages, start=1):
-        marker = read_marker(stage.output)
+        marker = read_marker(REPO_ROOT / stage.output)
         if marker is not None and not force:
             print(f"[{number}/{len(stages)}] {stage.name}: output complete in {stage.output}, skipped", flush=True)
             records.append({"stage": stage.name, "status": "skipped", "seconds": 0.0, "output": stage.output, "result": marker})
             continue
+        if marker is not None:  # --force on a finished stage: start afresh rather than resume its old checkpoints
+            print(f"[{number}/{len(stages)}] {stage.name}: --force: removing the previous output {stage.output}", flush=True)
+            shutil.rmtree(REPO_ROOT / stage.output)
         print(f"[{number}/{len(stages)}] {stage.name}: {' '.join(stage.command()[2:])}", flush=True)
         start = time.time()
         proc = subprocess.run(stage.command(), env={**env, **stage.env}, cwd=REPO_ROOT)
@@ -122,7 +126,7 @@ def run_pipeline(
             _save_summary(pipeline, records, total_start)
             raise SystemExit(f"pipeline {pipeline.name}: stage '{stage.name}' failed (exit {proc.returncode}); "
                              f"fix it and re-run: finished stages are skipped")
-        marker = read_marker(stage.output)
+        marker = read_marker(REPO_ROOT / stage.output)
         if marker is None:
             raise SystemExit(f"pipeline {pipeline.name}: stage '{stage.name}' exited 0 but wrote no completion marker "
                              f"in {stage.output} (is 'output' the stage's output_dir?)")

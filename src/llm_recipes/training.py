@@ -49,20 +49,10 @@ def setup(training_args) -> None:
 
 @contextlib.contextmanager
 def main_process_loads_data_first(training_args) -> Iterator[None]:
-    """Load the stage's data on each machine's main process first; the other processes then reuse the datasets
-    cache it built. `llm_recipes.data` rebuilds the cache of local data on every load (a file rewritten in place
-    must not be served stale); done by every process at once, one process deleted the cache folder another was
-    reading (FileNotFoundError on a cache-*.arrow in a 2-process run)."""
+    """Load (and cache) the stage's data on each machine's main process first; the other processes then reuse
+    its datasets cache instead of building the same cache files at the same time."""
     with training_args.main_process_first(local=True, desc="loading data"):
-        if training_args.local_process_index == 0:
-            yield
-            return
-        rebuild = data.LOCAL_MODE
-        data.LOCAL_MODE = datasets.DownloadMode.REUSE_DATASET_IF_EXISTS
-        try:
-            yield
-        finally:
-            data.LOCAL_MODE = rebuild
+        yield
 
 
 def cpu_threads() -> int:
@@ -171,4 +161,12 @@ def save_stage(
     trainer.accelerator.wait_for_everyone()
     if training_args.push_to_hub:  # Trainer's push skips checkpoint-* folders
         trainer.push_to_hub(commit_message=f"llm-recipes {stage}")
+    if trainer.accelerator.num_processes > 1:
+        # Free DDP's Reducer (it holds the gloo/NCCL group) while every process is still here. Freed only when
+        # `main` returned, after the group was destroyed, its ProcessGroupGloo destructor joined a worker thread
+        # that never returned: a 2-process DPO run on CPU hung at exit (2 of ~9 runs; py-spy: ~ProcessGroupGloo
+        # <- ~Reducer <- run_cli).
+        trainer.model_wrapped = trainer.model
+        trainer.accelerator.free_memory()
+        trainer.accelerator.wait_for_everyone()
     trainer.end()

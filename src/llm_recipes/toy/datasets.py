@@ -8,6 +8,7 @@ from datasets import Dataset, DatasetDict
 
 from llm_recipes.hub import save_dataset
 from llm_recipes.toy.benchmarks import write_benchmarks
+from llm_recipes.toy.cai_demos import cai_demos
 from llm_recipes.toy.preferences import alignment_heldout, preference_pairs, rl_prompts
 from llm_recipes.toy.raw import write_raw_corpus
 from llm_recipes.toy.world import ToyWorld
@@ -37,6 +38,7 @@ def write_toy_datasets(world: ToyWorld, out_dir: str | Path, eval_fraction: floa
             "test": Dataset.from_list(rl_prompts(world, world.heldout, slice(-1, None), world.seed + 6)),
         }),
         "alignment_heldout": DatasetDict({"test": Dataset.from_list(alignment_heldout(world, world.seed + 7))}),
+        "cai_demos": DatasetDict({"train": Dataset.from_list(cai_demos(world, world.train, world.seed + 8))}),
     }
     descriptions = {
         "corpus": "Encyclopedia-style documents about every toy country (pretraining text, with dates).",
@@ -48,8 +50,11 @@ def write_toy_datasets(world: ToyWorld, out_dir: str | Path, eval_fraction: floa
         "forbidden requests. The test split asks in the held-out phrasing.",
         "rl_prompts": "Prompts for PPO/GRPO/RLOO (conversational `prompt`), with the expected reply (`answer`) and "
         "`kind` (fact or forbidden).",
-        "alignment_heldout": "Alignment test set: fact questions in the held-out phrasing and forbidden requests "
-        "about held-out countries (question, answer, kind).",
+        "alignment_heldout": "Alignment test set (question, answer, kind): fact questions in the held-out phrasing "
+        "(`fact`), forbidden requests about held-out countries in a training phrasing (`forbidden`) and in the "
+        "held-out phrasing (`forbidden_new_phrasing`).",
+        "cai_demos": "Critique-and-revision demonstrations (three-turn `messages`: answer, critique against a principle "
+        "of recipes/toy/constitution.json, revision) so the toy model can take part in Constitutional AI.",
     }
     for name, dsd in written.items():
         save_dataset(dsd, out_dir / name, f"toy {name}", f"{descriptions[name]} {about}")

@@ -1,0 +1,34 @@
+"""The benchmark scripts start as documented: the toy pipeline benchmark runs a slice in its own copy of the tree
+(never touching runs/toy), and the GPU QLoRA benchmark stops with a message where there is no CUDA."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO_ROOT
+
+
+def test_toy_pipeline_benchmark_runs_a_slice_in_its_own_tree(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    work = tmp_path / "work"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "toy_pipeline.py"), "--until", "data",
+                           "--workdir", str(work)], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((work / "toy_pipeline.json").read_text())  # a slice is saved beside it, not in results/
+    assert [s["stage"] for s in result["stages"]] == ["data"] and result["stages"][0]["ok"]
+    assert not result["complete"] and not result["meets_goal"]
+    assert result["machine"]["cores"] == os.cpu_count() and result["total_seconds"] > 0
+    assert (work / "runs" / "toy" / "data" / "llm_recipes.json").is_file()
+    assert "| data |" in (work / "toy_pipeline.md").read_text()
+
+
+def test_qlora_benchmark_without_cuda_says_so():
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "qlora_8b_gpu.py")], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "no CUDA GPU here" in proc.stderr and "Traceback" not in proc.stderr
+    assert "NOT RUN" in (REPO_ROOT / "benchmarks" / "results" / "qlora_8b_gpu.md").read_text()
