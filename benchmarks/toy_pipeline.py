@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the toy pipeline is built locally: never wait on the network
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="toy_pipeline_bench_")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,19 @@ def test_curves_from_trainer_state(model_dirs, tmp_path):
     assert read_curves(tmp_path / "nothing") == {}
 
 
+def test_curves_from_ppo_log(tmp_path):
+    """The PPO stage logs one JSON line per update, with no trainer_state.json: reward and KL curves by update."""
+    ppo = tmp_path / "ppo"
+    ppo.mkdir()
+    lines = [{"update": u, "episode": 32 * u, "objective/scores": 0.1 * u, "objective/kl": 0.5 * u,
+              "objective/rlhf_reward": 0.1 * u - 0.05 * u, "policy/entropy": 1.4} for u in (1, 2, 3)]
+    (ppo / "ppo_log.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    curves = read_curves(ppo)
+    assert curves["kl"]["objective/kl"] == [[1.0, 0.5], [2.0, 1.0], [3.0, 1.5]]
+    assert [p[0] for p in curves["reward"]["objective/scores"]] == [1.0, 2.0, 3.0]
+    assert "update" not in str(curves) and "episode" not in str(curves)
+
+
 def test_report_renders_in_headless_chromium(model_dirs, tmp_path):
     sft, dpo = model_dirs
     names = ["base", "sft", "dpo"]
