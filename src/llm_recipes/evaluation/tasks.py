@@ -13,15 +13,13 @@ The model is wrapped by lm-eval's HFLM with our tokenizer (chat template and EOS
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from llm_recipes.errors import ConfigError, DataError
-from llm_recipes.evaluation.code import build_predictions
+from llm_recipes.evaluation.code import build_predictions, jsonl_rows
 
 logger = logging.getLogger(__name__)
 
@@ -43,20 +41,13 @@ def _check_rows(path: str, kind: str) -> int:
     if not os.path.isfile(path):
         raise DataError(f"{path}: benchmark data file not found")
     n = 0
-    with (gzip.open if path.endswith(".gz") else open)(path, "rt", encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise DataError(f"{path}: row {i} is not valid JSON") from None
-            for col in REQUIRED_COLUMNS[kind]:
-                if col not in row:
-                    raise DataError(f"{path}: row {i} lacks column '{col}' needed by a {kind} task")
-            if kind == "multiple_choice" and not (isinstance(row["answer"], int) and 0 <= row["answer"] < len(row["choices"])):
-                raise DataError(f"{path}: row {i} has answer {row['answer']!r}, not an index into its choices")
-            n += 1
+    for i, row in jsonl_rows(path):
+        for col in REQUIRED_COLUMNS[kind]:
+            if col not in row:
+                raise DataError(f"{path}: row {i} lacks column '{col}' needed by a {kind} task")
+        if kind == "multiple_choice" and not (isinstance(row["answer"], int) and 0 <= row["answer"] < len(row["choices"])):
+            raise DataError(f"{path}: row {i} has answer {row['answer']!r}, not an index into its choices")
+        n += 1
     return n
 
 
