@@ -6,7 +6,6 @@ KL penalty is the starting policy (LoRA: adapter disabled; no second copy).
 """
 
 import logging
-import os
 
 from transformers import AutoModelForSequenceClassification
 
@@ -81,14 +80,14 @@ def main(data_args: DataArguments, args: PPOConfig, model_args: AlignmentModelAr
             metrics=card_metrics, recipe_path=training.recipe_path(), tags=["ppo", "rlhf"],
             description="Policy trained with RLHF (PPO-clip, GAE, per-token KL penalty to the starting policy) by the "
             "llm-recipes `ppo` stage. Per-update curves (reward, KL, entropy, clip fraction, value loss, approx "
-            f"KL, response length) are in `ppo_log.jsonl`.",
+            "KL, response length) are in `ppo_log.jsonl`.",
         )
         mark_complete(args.output_dir, "ppo", base_model=model_args.model_name_or_path, datasets=sources,
                       metrics=card_metrics)
         logger.info("ppo done: policy saved to %s", args.output_dir)
         if args.push_to_hub and args.hub_model_id:
             push_folder(args.output_dir, args.hub_model_id)
-    trainer.accelerator.end_training()
+    trainer.end()
 
 
 if __name__ == "__main__":

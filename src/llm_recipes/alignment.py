@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from llm_recipes import models
+from llm_recipes import data, models, training
 from llm_recipes.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -205,3 +205,47 @@ def import_callable(dotted: str, key: str = "reward_funcs"):
     if not callable(func):
         raise ConfigError(f"{key}: '{module_name}' has no callable '{name}'")
     return func
+
+
+def train_online_rl(trainer_class: type, stage: str, data_args, training_args, model_args, reward_args) -> None:
+    """GRPO and RLOO differ only in TRL's trainer class: prompts -> rewards (reward model and/or Python
+    functions) -> policy, saved in the Hub format with its card. Starting from an SFT adapter folder, the
+    adapter is merged into its base first, so the KL reference (the model with the new adapter disabled) is
+    the SFT policy and not the bare base; the result is then saved merged, since its base exists only here."""
+    training.setup(training_args)
+
+    with training.main_process_loads_data_first(training_args):
+        dataset = data.load_stage_data(data_args, seed=training_args.seed, kind="prompt")
+    tokenizer = models.load_tokenizer(model_args, training_args.trust_remote_code)
+    reward_funcs, reward_tokenizers = resolve_reward_funcs(
+        reward_args.reward_funcs, reward_args.reward_model_path, tokenizer, reward_args.allow_reward_tokenizer_mismatch)
+    from_adapter = is_adapter_folder(model_args.model_name_or_path)
+    start_args = start_model_args(model_args, tokenizer, training_args.trust_remote_code)
+    model = models.load_model(start_args, tokenizer, trust_remote_code=training_args.trust_remote_code)
+
+    trainer = trainer_class(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=dataset["train"],
+        eval_dataset=dataset.get("test") if training_args.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        reward_processing_classes=reward_tokenizers,
+        peft_config=models.peft_config(model_args),
+    )
+    upcast_trainable(trainer.model, training_args)
+    metrics = training.train_and_evaluate(trainer, training_args)
+    if from_adapter and model_args.use_peft:
+        trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        logger.info("started from an adapter: saving the merged policy")
+
+    rewards = [*(reward_args.reward_funcs or []), reward_args.reward_model_path]
+    training.save_stage(
+        trainer,
+        training_args,
+        stage=stage,
+        base_model=model_args.model_name_or_path,
+        datasets_used=data.dataset_sources(data_args),
+        metrics=metrics,
+        extra_metrics={"rewards": ", ".join(str(r) for r in rewards if r)},
+    )

@@ -17,7 +17,6 @@ import transformers
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from llm_recipes import data
 from llm_recipes.hub import mark_complete, write_model_card
 
 logger = logging.getLogger("llm_recipes")
@@ -39,6 +38,11 @@ def setup(training_args) -> None:
     if training_args.log_level == "passive" and training_args.should_log:
         level = min(level, logging.INFO)  # the stage's own progress lines show by default on the main process
     setup_logging(level)
+    # Seeded before the stage loads its model (as transformers' examples do): Trainer seeds only in its __init__,
+    # after the reward stage had drawn its new score head from the global generator, seeded at random by then
+    # (torch.initial_seed() differed per process). The head differed from run to run under one seed, and between
+    # processes (DDP keeps rank 0's): a 2-process reward run's loss was 4e-3 off the 1-process one at step 1.
+    transformers.set_seed(training_args.seed)
     if not torch.cuda.is_available():
         apply_cpu_defaults(training_args)
     logger.info(

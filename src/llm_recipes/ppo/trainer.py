@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DataLoaderConfiguration, set_seed
 from datasets import Dataset
 from torch import nn
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
@@ -115,8 +115,13 @@ class PPOTrainer:
         self.args = args
         set_seed(args.seed)
         mixed = "bf16" if args.bf16 else ("fp16" if args.fp16 else "no")
+        # split_batches: the prepared scheduler then steps once per optimizer step. Without it accelerate steps it
+        # num_processes times (it assumes a dataloader sharded across processes, so fewer steps each); this trainer
+        # counts its optimizer steps per process already, and 2 processes ran the whole LR schedule in half the run
+        # (lr 0 from the middle on). No dataloader is prepared, so nothing else changes.
         self.accelerator = Accelerator(cpu=args.use_cpu, mixed_precision=mixed,
-                                       gradient_accumulation_steps=args.gradient_accumulation_steps)
+                                       gradient_accumulation_steps=args.gradient_accumulation_steps,
+                                       dataloader_config=DataLoaderConfiguration(split_batches=True))
         self.tokenizer = tokenizer
         self.stop_token_id = tokenizer.eos_token_id if args.stop_token == "eos" else None
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -175,6 +180,11 @@ class PPOTrainer:
         scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=int(warmup),
                                   num_training_steps=optimizer_steps)
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
+        if self.accelerator.num_processes > 1:
+            # Every process was seeded alike so far, so the models started identical. From here each samples its own
+            # responses, ptx demonstrations and minibatch orders: with one seed, all drew the same random numbers
+            # (the same ptx rows). One process keeps its random stream as it was.
+            set_seed(args.seed, device_specific=True)
         device = self.accelerator.device
         for m in (self.ref_model, self.reward_model):
             if m is not None:
@@ -533,6 +543,18 @@ class PPOTrainer:
             self.tokenizer.save_pretrained(output_dir)
             if os.path.isfile(os.path.join(self.args.output_dir, LOG_FILE)) and os.path.abspath(output_dir) != os.path.abspath(self.args.output_dir):
                 shutil.copy(os.path.join(self.args.output_dir, LOG_FILE), output_dir)
+
+    def end(self) -> None:
+        """End the run on every process: release the DDP wrapper while the process group is alive, then the group."""
+        if self.accelerator.num_processes > 1:
+            # DDP's Reducer holds the gloo/NCCL group. Freed only when `main` returned, after end_training() had
+            # destroyed the group, its ProcessGroupGloo destructor joined a worker thread that never returned: a
+            # 2-process PPO run on CPU hung at exit (3 of 19 runs; py-spy: ~ProcessGroupGloo <- ~Reducer <- run_cli),
+            # as DPO did (training.save_stage). Measured: the wrapper is freed here, before the group.
+            self.model = self.accelerator.unwrap_model(self.model)
+            self.accelerator.free_memory()
+            self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
 
 
 def list_checkpoints(output_dir: str) -> list[str]:
