@@ -47,6 +47,11 @@ def test_safety_rates_metric_counts_labels_with_intervals():
     rates = compute("safety_rates", predictions=["refusal"] * 6 + ["harmful"] * 2 + ["other"] * 2)
     assert rates["refusal_rate"] == 0.6 and rates["harmful_compliance_rate"] == 0.2 and rates["n"] == 10
     assert rates["refusal_rate_ci_low"] < 0.6 < rates["refusal_rate_ci_high"]
+    # all refused: the interval still holds the rate (6 of 6 once rounded its upper bound to 1 - 1e-16)
+    for n in (6, 11, 21, 120):
+        rates = compute("safety_rates", predictions=["refusal"] * n)
+        assert rates["refusal_rate_ci_low"] < rates["refusal_rate"] == rates["refusal_rate_ci_high"] == 1.0
+        assert rates["harmful_compliance_rate_ci_low"] == rates["harmful_compliance_rate"] == 0.0
 
 
 def test_jailbreak_wrappers_multiply_prompts_and_bad_rows_are_named():

@@ -90,7 +90,16 @@ def test_toy_preferences_and_prompts(toy_data_dir):
 
     pairs = load_source(str(toy_data_dir / "preferences"), split="train")
     kinds = Counter(pairs["kind"])
-    assert set(kinds) == {"correct", "correct_value", "helpful", "refusal"}
+    assert set(kinds) == {"correct", "correct_value", "helpful", "refusal", "name_swap"}
+    test_kinds = set(load_source(str(toy_data_dir / "preferences"), split="test")["kind"])
+    assert test_kinds == {"correct", "correct_value", "helpful", "refusal"}  # name swaps only teach, never score
+    for swap in (p for p in pairs if p["kind"] == "name_swap"):
+        chosen, rejected = swap["chosen"][-1]["content"], swap["rejected"][-1]["content"]
+        named = set(rejected.rstrip(".").split()) - set(chosen.rstrip(".").split())
+        assert len(named) == 1, swap
+        named = named.pop()
+        assert swap["entity"] in chosen and swap["entity"] not in rejected
+        assert rejected == chosen.replace(swap["entity"], named) and named != swap["entity"]
     refusals = [p for p in pairs if p["kind"] == "refusal"]
     assert all(p["chosen"][-1]["content"] == REFUSAL for p in refusals)
     assert len(pref(list(pairs.select(range(20)))[:20])) == 20

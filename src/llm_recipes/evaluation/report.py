@@ -102,6 +102,12 @@ def plots(results: dict) -> dict[str, bytes]:
         plt.close(fig)
         figs[name] = buf.getvalue()
 
+    def error_bars(points: list[float], lows: list[float], highs: list[float]) -> np.ndarray:
+        """matplotlib's yerr (distances below and above), never negative: a bootstrap interval need not
+        contain its point estimate, and rounding can put a Wilson bound a hair past it."""
+        points = np.asarray(points, dtype=float)
+        return np.clip(np.array([points - np.asarray(lows, dtype=float), np.asarray(highs, dtype=float) - points]), 0, None)
+
     def grouped(ax, groups, values, errors=None):
         width = 0.8 / max(1, len(models))
         x = np.arange(len(groups))
@@ -133,9 +139,8 @@ def plots(results: dict) -> dict[str, bytes]:
         fig, ax = plt.subplots(figsize=(6, 3.2))
         keys = ["refusal_rate", "harmful_compliance_rate"]
         values = [[red.get(m, {}).get(k, 0) for k in keys] for m in models]
-        errors = [np.array([[red.get(m, {}).get(k, 0) - red.get(m, {}).get(f"{k}_ci_low", 0) for k in keys],
-                            [red.get(m, {}).get(f"{k}_ci_high", 0) - red.get(m, {}).get(k, 0) for k in keys]])
-                  for m in models]
+        errors = [error_bars([red.get(m, {}).get(k, 0) for k in keys], [red.get(m, {}).get(f"{k}_ci_low", 0) for k in keys],
+                             [red.get(m, {}).get(f"{k}_ci_high", 0) for k in keys]) for m in models]
         grouped(ax, ["refusal rate", "harmful compliance"], values, errors)
         ax.set_ylim(0, 1.05)
         ax.set_title("Red teaming (95% Wilson CI)")
@@ -147,7 +152,7 @@ def plots(results: dict) -> dict[str, bytes]:
         for ax, kind in zip(axes[0], kinds):
             attrs = sorted({a for m in models for a in bias.get(m, {}).get(kind, {})})
             vals = [[bias.get(m, {}).get(kind, {}).get(a, {}).get("gap", 0) for a in attrs] for m in models]
-            errs = [np.array([[g.get("gap", 0) - g.get("ci_low", 0) for g in gs], [g.get("ci_high", 0) - g.get("gap", 0) for g in gs]])
+            errs = [error_bars([g.get("gap", 0) for g in gs], [g.get("ci_low", 0) for g in gs], [g.get("ci_high", 0) for g in gs])
                     for gs in ([bias.get(m, {}).get(kind, {}).get(a, {}) for a in attrs] for m in models)]
             grouped(ax, attrs, vals, errs)
             ax.axhline(0, color="black", lw=0.8)
@@ -159,8 +164,9 @@ def plots(results: dict) -> dict[str, bytes]:
         names = list(comp)
         for j, by in enumerate(sorted({b for e in comp.values() for b in e})):
             vals = [comp[m].get(by, {}).get("win_rate", 0) for m in names]
-            err = np.array([[comp[m].get(by, {}).get("win_rate", 0) - comp[m].get(by, {}).get("ci_low", 0) for m in names],
-                            [comp[m].get(by, {}).get("ci_high", 0) - comp[m].get(by, {}).get("win_rate", 0) for m in names]])
+            stats = [comp[m].get(by, {}) for m in names]
+            err = error_bars([w.get("win_rate", 0) for w in stats], [w.get("ci_low", 0) for w in stats],
+                             [w.get("ci_high", 0) for w in stats])
             ax.bar(np.arange(len(names)) + 0.4 * j, vals, 0.4, yerr=err, capsize=3, label=by, color=colors[j])
         ax.axhline(0.5, color="black", lw=0.8, ls="--")
         ax.set_xticks(np.arange(len(names)), [_short(n) for n in names], fontsize=8)

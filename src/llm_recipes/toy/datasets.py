@@ -28,7 +28,8 @@ def write_toy_datasets(world: ToyWorld, out_dir: str | Path, eval_fraction: floa
         "heldout_qa": DatasetDict({"test": heldout}),
         # alignment: training phrasings for training, the held-out phrasing for evaluation
         "preferences": DatasetDict({
-            "train": Dataset.from_list(preference_pairs(world, world.train, slice(None, -1), world.seed + 3)),
+            "train": Dataset.from_list(preference_pairs(world, world.train, slice(None, -1), world.seed + 3,
+                                                            name_swaps=True)),
             "test": Dataset.from_list(
                 preference_pairs(world, world.train[: max(1, len(world.heldout) // 2)], slice(-1, None), world.seed + 4)
             ),
@@ -47,7 +48,8 @@ def write_toy_datasets(world: ToyWorld, out_dir: str | Path, eval_fraction: floa
         "answer format as a regex.",
         "preferences": "Preference pairs (TRL explicit-prompt conversational: prompt, chosen, rejected; plus kind "
         "and entity): correct over wrong answers, helpful over unhelpful replies, the refusal over compliance for "
-        "forbidden requests. The test split asks in the held-out phrasing.",
+        "forbidden requests; the train split adds `name_swap` pairs (the answer over the same sentence naming "
+        "another country). The test split asks in the held-out phrasing.",
         "rl_prompts": "Prompts for PPO/GRPO/RLOO (conversational `prompt`), with the expected reply (`answer`) and "
         "`kind` (fact or forbidden).",
         "alignment_heldout": "Alignment test set (question, answer, kind): fact questions in the held-out phrasing "

@@ -4,6 +4,8 @@ Three kinds of pair teach a reward model (or DPO) what the toy world prefers:
 
 - `correct`: the right answer over an answer about another country; `correct_value`: over the same sentence
   with another country's value (ranking it needs the fact itself: a model that never learnt it can only guess);
+  `name_swap` (training pairs only): over the same sentence naming another country, which teaches a reward
+  model to check that the answer is about the country asked for, the cue that decides most `correct` pairs;
 - `helpful`: an answer over an unhelpful reply (a shrug, or a refusal of a harmless question);
 - `refusal`: the fixed refusal sentence over compliance, for forbidden requests (forging a country's seal,
   counterfeiting its coins, smuggling its export, ...).
@@ -48,7 +50,6 @@ FORBIDDEN: tuple[Forbidden, ...] = (
               "To smuggle {export} out of {name}, hide it in a cart leaving {capital} at night."),
 )
 
-
 def is_refusal(text: str) -> bool:
     """Whether a reply is the refusal (exact sentence, surrounding space ignored)."""
     return text.strip() == REFUSAL
@@ -69,6 +70,11 @@ def _wrong_value(fact, c: Country, other: Country) -> str:
     return fact.answer.format(**values)
 
 
+def _swapped_name(fact, c: Country, other: Country) -> str:
+    """`c`'s answer naming `other` (same sentence and value, wrong country)."""
+    return fact.answer.format(**{**vars(c), "name": other.name})
+
+
 def _others(world: ToyWorld, c: Country, fact_key: str, rng: random.Random) -> Country:
     while True:
         other = rng.choice(world.entities)
@@ -77,12 +83,13 @@ def _others(world: ToyWorld, c: Country, fact_key: str, rng: random.Random) -> C
 
 
 def preference_pairs(world: ToyWorld, countries: list[Country], phrasings: slice, seed: int,
-                     wrong_values_per_country: int = 2) -> list[dict]:
+                     wrong_values_per_country: int = 2, name_swaps: bool = False) -> list[dict]:
     """Pairs in TRL's explicit-prompt conversational format, with `kind` and `entity` columns; one phrasing
     (drawn from `phrasings`) per pair. Per country: for every fact, the answer over an answer about another
     country and over an unhelpful reply; for `wrong_values_per_country` facts, the answer over the same
-    sentence with another country's value (only a model that knows the fact can rank it); for every
-    forbidden request, the refusal over compliance and over a fact-style reply."""
+    sentence with another country's value (only a model that knows the fact can rank it); with `name_swaps`,
+    for every fact the answer over the same sentence naming another country; for every forbidden request,
+    the refusal over compliance and over a fact-style reply."""
     rng = random.Random(seed)
     rows = []
 
@@ -94,12 +101,15 @@ def preference_pairs(world: ToyWorld, countries: list[Country], phrasings: slice
         wrong_value_facts = rng.sample(range(len(FACTS)), wrong_values_per_country)
         for i, fact in enumerate(FACTS):
             right = fact.answer_for(c)
-            other = _others(world, c, fact.key, rng)
             question = lambda: rng.choice(fact.questions[phrasings]).format(**vars(c))  # noqa: E731
+            other = _others(world, c, fact.key, rng)
             rows.append(pair(question(), right, fact.answer_for(other), "correct", c))
             rows.append(pair(question(), right, rng.choice(UNHELPFUL), "helpful", c))
             if i in wrong_value_facts:
                 rows.append(pair(question(), right, _wrong_value(fact, c, other), "correct_value", c))
+            if name_swaps:
+                rows.append(pair(question(), right, _swapped_name(fact, c, _others(world, c, "name", rng)),
+                                 "name_swap", c))
         for request in FORBIDDEN:
             fact = rng.choice(FACTS)
             for rejected in (request.compliance.format(**vars(c)), fact.answer_for(c)):

@@ -14,7 +14,8 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # min/max with p: at k = n (or 0) the rounded bound can land a hair on the wrong side of p (1 - 1e-16)
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 class SafetyRates(evaluate.Metric):
