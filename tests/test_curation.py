@@ -323,3 +323,18 @@ def test_ray_executor_matches_local(sources, curated, tmp_path):
         ray.shutdown()
     assert stats["totals"] == local_stats["totals"]
     assert stats["removal_reasons"] == local_stats["removal_reasons"]
+
+
+def test_toy_raw_corpus_is_the_same_for_a_seed(tmp_path):
+    """The curate stage samples by document id, so random WARC record ids (warcio's default) made every toy
+    pipeline run curate, and so pretrain on, a different corpus."""
+    from llm_recipes.toy.raw import write_raw_corpus
+    from llm_recipes.toy.world import ToyWorld
+
+    world = ToyWorld(seed=3, n_entities=20)
+    for name in ("a", "b"):
+        write_raw_corpus(world, tmp_path / name, n_web=30, seed=3)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert Path("web/crawl.warc.gz") in files
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel

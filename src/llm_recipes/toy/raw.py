@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,7 +227,10 @@ def write_warc(path: Path, pages: list[dict]) -> None:
             html = _html(page["title"], page["text"], page["url"], page["date"]).encode("utf-8")
             headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
             record = writer.create_warc_record(page["url"], "response", payload=io.BytesIO(html), http_headers=headers,
-                                               warc_headers_dict={"WARC-Date": f"{page['date']}T12:00:00Z"})
+                                               warc_headers_dict={"WARC-Date": f"{page['date']}T12:00:00Z",
+                                                                  # from the URL, not warcio's random uuid4: the
+                                                                  # curate stage's seeded sampling orders by this id
+                                                                  "WARC-Record-ID": f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, page['url'])}>"})
             writer.write_record(record)
 
 
