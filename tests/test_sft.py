@@ -80,14 +80,14 @@ def output_of(recipe: Path) -> Path:
 
 
 def full_sft_run(tmp_path_factory, tiny_model_dir: Path, toy_data_dir: Path) -> tuple[Path, Path, subprocess.CompletedProcess]:
-    """Full fine-tuning long enough (100 steps, a few seconds) for the tiny model to learn the answer format
+    """Full fine-tuning long enough (200 steps, a few seconds) for the tiny model to learn the answer format
     and to end its turn with <|im_end|>; with an eval split. Run once per session, shared with
     test_chat_templates."""
     if "full" not in _RUNS:
         folder = tmp_path_factory.mktemp("sft_full")
         recipe = write_recipe(
             folder, "full", tiny_model_dir, toy_data_dir,
-            max_steps=100, per_device_train_batch_size=16, learning_rate=3.0e-3, warmup_steps=5,
+            max_steps=200, per_device_train_batch_size=16, learning_rate=3.0e-3, warmup_steps=5,
             lr_scheduler_type="cosine", logging_steps=10, eval_strategy="steps", eval_steps=100,
             per_device_eval_batch_size=16, eval_max_samples=32,
         )
