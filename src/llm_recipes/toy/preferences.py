@@ -50,6 +50,7 @@ FORBIDDEN: tuple[Forbidden, ...] = (
               "To smuggle {export} out of {name}, hide it in a cart leaving {capital} at night."),
 )
 
+
 def is_refusal(text: str) -> bool:
     """Whether a reply is the refusal (exact sentence, surrounding space ignored)."""
     return text.strip() == REFUSAL
@@ -63,16 +64,9 @@ def _assistant(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
 
-def _wrong_value(fact, c: Country, other: Country) -> str:
-    """`c`'s answer with `other`'s value (same sentence, wrong fact)."""
-    values = dict(vars(c))
-    values[fact.key] = vars(other)[fact.key]
-    return fact.answer.format(**values)
-
-
-def _swapped_name(fact, c: Country, other: Country) -> str:
-    """`c`'s answer naming `other` (same sentence and value, wrong country)."""
-    return fact.answer.format(**{**vars(c), "name": other.name})
+def _answer_with(fact, c: Country, key: str, other: Country) -> str:
+    """`c`'s answer with `other`'s `key` (its value: a wrong fact; its name: the wrong country)."""
+    return fact.answer.format(**{**vars(c), key: vars(other)[key]})
 
 
 def _others(world: ToyWorld, c: Country, fact_key: str, rng: random.Random) -> Country:
@@ -101,14 +95,14 @@ def preference_pairs(world: ToyWorld, countries: list[Country], phrasings: slice
         wrong_value_facts = rng.sample(range(len(FACTS)), wrong_values_per_country)
         for i, fact in enumerate(FACTS):
             right = fact.answer_for(c)
-            question = lambda: rng.choice(fact.questions[phrasings]).format(**vars(c))  # noqa: E731
             other = _others(world, c, fact.key, rng)
+            question = lambda: rng.choice(fact.questions[phrasings]).format(**vars(c))  # noqa: E731
             rows.append(pair(question(), right, fact.answer_for(other), "correct", c))
             rows.append(pair(question(), right, rng.choice(UNHELPFUL), "helpful", c))
             if i in wrong_value_facts:
-                rows.append(pair(question(), right, _wrong_value(fact, c, other), "correct_value", c))
+                rows.append(pair(question(), right, _answer_with(fact, c, fact.key, other), "correct_value", c))
             if name_swaps:
-                rows.append(pair(question(), right, _swapped_name(fact, c, _others(world, c, "name", rng)),
+                rows.append(pair(question(), right, _answer_with(fact, c, "name", _others(world, c, "name", rng)),
                                  "name_swap", c))
         for request in FORBIDDEN:
             fact = rng.choice(FACTS)
