@@ -6,11 +6,18 @@ Quality: near-duplicate recall (pairs with Jaccard >= 0.8, goal >= 0.99) and pre
 per type (goal >= 0.99) and false-positive rate, toxic recall and false-positive rate, cutoff leak (goal 0).
 Speed: documents/s per core of our filter stage vs the same datatrove blocks run bare (goal ratio >= 0.95), and
 MinHash with the whitespace word tokenizer vs spaCy (with recall checked for both).
+
+Near-duplicate settings alone, on realistic documents (200-2000 words; near copies made by word edits to a Jaccard
+of 0.8-0.9 on word 5-grams, pairs at Jaccard 0.3-0.5, unrelated documents), for the default and other settings:
+
+    OMP_NUM_THREADS=1 python benchmarks/curation.py --near_dedup [--pairs 2000] [--text_dir DIR] \
+        [--settings 50x10,14x8,24x7] [--out benchmarks/results/curation_near_dedup.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -49,9 +56,9 @@ def base_args(src: Path, out: Path) -> CurationArguments:
     return CurationArguments(
         sources=[{"name": "web", "kind": "jsonl", "path": str(src), "weight": 1.0}],
         output_dir=str(out), tasks=2, workers=2, word_tokenizer="whitespace", on_bad_row="error",
-        filters={"language": {"languages": ["en"], "threshold": 0.5}, "gopher_quality": {"min_doc_words": 30},
-                 "c4_quality": {"min_num_sentences": 3},
-                 "toxicity": {"enabled": True, "word_files": ["toy_toxic"], "severe_files": ["toy_illegal"]}},
+        filters={"code": {}, "length": {"min_chars": 20}, "language": {"languages": ["en"], "threshold": 0.5},
+                 "gopher_repetition": {}, "gopher_quality": {"min_doc_words": 30}, "c4_quality": {"min_num_sentences": 3},
+                 "fineweb_quality": {}, "toxicity": {"word_files": ["toy_toxic"], "severe_files": ["toy_illegal"]}},
         dedup={"exact": True, "near": True, "n_grams": 5, "num_buckets": 24, "hashes_per_bucket": 7},
         cutoff_date=CUTOFF, validation_fraction=0.0, keep_work_dir=True,
     )
@@ -134,13 +141,170 @@ def minhash_speed(src: Path, docs: list[dict], pairs: list[tuple[str, str]], tok
             "recall_j08": found / max(len(pairs), 1)}
 
 
+# ----------------------------------------------------------------------------------------------- near-dup settings
+FUNCTION_WORDS = ("the of and to a in is that for it as was with be by on not he this are or his from at which but "
+                  "have an they you were her she there one all we their been has more when will would if no can out "
+                  "so what up about into than them some could its time only other new these two may first then do any "
+                  "like my now over such our man me even most made after also did many before must through back years "
+                  "where much your way well down should because each just those people how too little state good very "
+                  "make world still own see men work long get here between both life being under never day same").split()
+
+
+class WordSource:
+    """Words for realistic documents: a Zipf-distributed English-like stream (function words at their usual
+    frequencies plus a long tail of content words), or the words of real text files (`text_dir`), read in order
+    so that no two documents share a passage."""
+
+    def __init__(self, rng, text_dir: str | None = None):
+        self.rng = rng
+        self.stream = None
+        if text_dir:
+            words = []
+            for path in sorted(Path(text_dir).rglob("*")):
+                if path.is_file():
+                    words += path.read_text(encoding="utf-8", errors="ignore").split()
+            self.stream, self.position = words, 0
+        else:
+            letters = "etaoinshrdlcumwfgypbvkjxqz"
+            weights = [12, 9, 8, 8, 7, 7, 6, 6, 6, 4, 4, 3, 3, 2, 2, 2, 2, 2, 2, 1.5, 1, 0.8, 0.2, 0.2, 0.1, 0.1]
+            tail = {"".join(rng.choices(letters, weights, k=rng.randint(3, 10))) for _ in range(40000)}
+            self.vocab = FUNCTION_WORDS + sorted(tail)
+            self.cum_weights = list(itertools.accumulate(1 / (rank + 1) ** 1.05 for rank in range(len(self.vocab))))
+
+    def words(self, n: int) -> list[str]:
+        if self.stream is not None:
+            if self.position + n > len(self.stream):
+                raise SystemExit(f"--text_dir: {len(self.stream)} words are not enough; use fewer --pairs")
+            out = self.stream[self.position:self.position + n]
+            self.position += n
+            return out
+        words = self.rng.choices(self.vocab, cum_weights=self.cum_weights, k=n)
+        for i in range(0, n, self.rng.randint(12, 25)):  # sentences: a capital and a full stop
+            words[i] = words[i].capitalize()
+            if i:
+                words[i - 1] += "."
+        return words
+
+
+def edited_copy(words: list[str], source: WordSource, rng, low: float, high: float) -> tuple[list[str], float]:
+    """A copy of `words` with random word substitutions, insertions and deletions until its Jaccard with the
+    original on word 5-grams lies in [low, high)."""
+    original = shingles(" ".join(words))
+    target = rng.uniform(low, high)
+
+    def edits(similarity: float) -> int:
+        # each scattered edit changes about 5 of the S shingles: J = (S - 5k) / (S + 5k); edits overlap, so aim
+        # a little short of the target and approach it in smaller steps
+        missing = (1 - target) / (1 + target) - (1 - similarity) / (1 + similarity)
+        return max(1, round(len(original) * missing / 5 * 0.8))
+
+    while True:
+        copy = list(words)
+        similarity = 1.0
+        while similarity > target:
+            for _ in range(edits(similarity)):
+                op, at = rng.random(), rng.randrange(len(copy))
+                if op < 0.6:
+                    copy[at] = source.words(1)[0] if source.stream is None else rng.choice(words)
+                elif op < 0.8:
+                    copy.insert(at, rng.choice(words))
+                elif len(copy) > 10:
+                    del copy[at]
+            edited = shingles(" ".join(copy))
+            similarity = len(original & edited) / len(original | edited)
+        if similarity >= low:
+            return copy, similarity
+
+
+def lsh_probability(s: float, bands: int, rows: int) -> float:
+    return 1 - (1 - s ** rows) ** bands
+
+
+def near_dedup_benchmark(opts) -> int:
+    import random
+
+    from llm_recipes.curation.pipeline import DEDUP_DEFAULTS, run_curation
+
+    rng = random.Random(opts.seed)
+    source = WordSource(rng, opts.text_dir)
+    docs, near, far, single = [], [], [], []
+    for kind, count, band in (("near", opts.pairs, (0.8, 0.9)), ("far", opts.pairs // 2, (0.3, 0.5)),
+                              ("single", opts.pairs // 2, None)):
+        for i in range(count):
+            words = source.words(rng.randint(200, 2000))
+            docs.append({"id": f"{kind}{i}a", "text": " ".join(words)})
+            if band is None:
+                single.append(f"{kind}{i}a")
+                continue
+            copy, similarity = edited_copy(words, source, rng, *band)
+            docs.append({"id": f"{kind}{i}b", "text": " ".join(copy)})
+            (near if kind == "near" else far).append((f"{kind}{i}a", f"{kind}{i}b", similarity))
+        print(f"near-dup benchmark: {count} {kind} documents/pairs made", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="near_dedup_bench."))
+    for shard in range(4):
+        with open(work / f"docs-{shard}.jsonl", "w") as fh:
+            fh.writelines(json.dumps(d) + "\n" for d in docs[shard::4])
+    lengths = [len(d["text"].split()) for d in docs]
+    results = {"command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv), "documents": len(docs),
+               "words_per_document": {"min": min(lengths), "max": max(lengths), "mean": round(sum(lengths) / len(lengths))},
+               "text": f"real text from {opts.text_dir}" if opts.text_dir else "Zipf English-like (generated)",
+               "near_pairs_j_0.8_0.9": len(near), "pairs_j_0.3_0.5": len(far), "unrelated_documents": len(single),
+               "jaccard": "word 5-grams after datatrove's text normalisation (the shingles MinHash hashes)",
+               "default": f"{DEDUP_DEFAULTS['num_buckets']}x{DEDUP_DEFAULTS['hashes_per_bucket']}", "settings": {}}
+    for setting in opts.settings.split(","):
+        bands, rows = (int(x) for x in setting.split("x"))
+        out = work / f"out_{setting}"
+        start = time.time()
+        run_curation(CurationArguments(
+            sources=[{"name": "web", "kind": "jsonl", "path": str(work), "glob": "docs-*.jsonl", "weight": 1.0}],
+            output_dir=str(out), tasks=2, workers=2, word_tokenizer="whitespace", filters={},
+            pii={"enabled": False}, dedup={"exact": False, "num_buckets": bands, "hashes_per_bucket": rows},
+            validation_fraction=0.0))
+        seconds = time.time() - start
+        removed = {json.loads(line)["id"] for line in (out / "exclusions.jsonl").read_text().splitlines()}
+        found = [(a in removed or b in removed) for a, b, _ in near]
+        bins = {}
+        for low in (0.80, 0.82, 0.84, 0.86, 0.88):
+            members = [f for (_, _, j), f in zip(near, found) if low <= j < low + 0.02]
+            bins[f"{low:.2f}-{low + 0.02:.2f}"] = {"pairs": len(members), "recall": round(sum(members) / max(len(members), 1), 4),
+                                                   "theory_at_low_end": round(lsh_probability(low, bands, rows), 4)}
+        far_hit = sum(a in removed or b in removed for a, b, _ in far)
+        planted = {i for a, b, _ in near for i in (a, b)}
+        results["settings"][setting] = {
+            "bands": bands, "rows": rows, "hashes": bands * rows, "seconds": round(seconds, 1),
+            "recall_j_0.8_0.9": round(sum(found) / len(near), 4),
+            "recall_theory_mean": round(sum(lsh_probability(j, bands, rows) for _, _, j in near) / len(near), 4),
+            "recall_by_jaccard": bins,
+            "false_positive_rate_j_0.3_0.5": round(far_hit / max(len(far), 1), 4),
+            "false_positive_theory_mean_j_0.3_0.5": round(sum(lsh_probability(j, bands, rows) for _, _, j in far) / max(len(far), 1), 4),
+            "unrelated_removed": len(removed & set(single)),
+            "precision": round(len(removed & planted) / max(len(removed), 1), 4),
+        }
+        print(setting, json.dumps(results["settings"][setting]), flush=True)
+    Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(opts.out).write_text(json.dumps(results, indent=2) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    default = results["settings"].get(results["default"])
+    return 0 if default is None or default["recall_j_0.8_0.9"] >= 0.99 else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=20000)
-    parser.add_argument("--out", default="benchmarks/results/curation.json")
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/curation.json "
+                        "(--near_dedup: benchmarks/results/curation_near_dedup.json)")
+    parser.add_argument("--near_dedup", action="store_true", help="only the near-duplicate settings benchmark")
+    parser.add_argument("--pairs", type=int, default=2000, help="--near_dedup: near pairs (and half as many far pairs)")
+    parser.add_argument("--settings", default="50x10,14x8,24x7", help="--near_dedup: bands x rows, comma-separated")
+    parser.add_argument("--text_dir", default=None, help="--near_dedup: take the words from real text files here")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip_speed", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the generated corpus and work folders")
     opts = parser.parse_args()
+    if opts.near_dedup:
+        opts.out = opts.out or "benchmarks/results/curation_near_dedup.json"
+        return near_dedup_benchmark(opts)
+    opts.out = opts.out or "benchmarks/results/curation.json"
 
     world = ToyWorld(seed=0, n_entities=200)
     docs, truth = planted_documents(world, opts.docs, seed=1)

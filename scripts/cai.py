@@ -34,31 +34,32 @@ def main(args: CAIArguments) -> None:
     logger.info("%d prompts, %d principles, %d few-shot examples", len(prompts), len(principles), len(shots) // 6)
 
     gen = cai.load_generator(args.model_name_or_path, args)
-    outputs, stats = {}, {"prompts": len(prompts), "principles": [p.name for p in principles]}
+    generated = {}
+    stats = {"prompts": len(prompts), "prompts_split": args.prompts_split, "principles": [p.name for p in principles]}
     if args.mode in ("revision", "both"):
         def revise(start, end, chunk):
             return cai.critique_revision(gen, prompts[start:end], principles, shots, args.revision_rounds, args.do_sample,
                                          args.seed, list(range(start, end)), chunk)
         cai.run_chunks(store, "revision", len(prompts), args.batch_size, revise, "critique and revision")
-        rows = store.rows("revision")
-        outputs["sft"] = (cai.sft_rows(rows), "Prompt + final revision (TRL `messages`), for sft.py.")
-        outputs["preferences"] = (cai.preference_rows(rows), "Revision chosen over the first answer (prompt, chosen, rejected), for dpo.py / reward.py.")
-        stats["revised"] = len(rows)
+        generated["revision"] = store.rows("revision")
+        stats["revised"] = len(generated["revision"])
     if args.mode in ("feedback", "both"):
         judge = gen if args.judge_model_name_or_path in (None, args.model_name_or_path) else cai.load_generator(args.judge_model_name_or_path, args)
         def feedback(start, end, chunk):
             return cai.ai_feedback(gen, judge, prompts[start:end], principles, args.seed, list(range(start, end)), chunk)
         cai.run_chunks(store, "feedback", len(prompts), args.batch_size, feedback, "AI feedback")
-        rows = store.rows("feedback")
-        outputs["feedback"] = (cai.feedback_rows(rows), "AI-feedback pairs: a judge picked the better of two sampled answers by a principle (with its rationale).")
-        stats["judged_by_reply"] = sum(r["choice_from"] == "reply" for r in rows)
+        generated["feedback"] = store.rows("feedback")
+        stats["judged_by_reply"] = sum(r["choice_from"] == "reply" for r in generated["feedback"])
 
+    outputs, accounting = cai.usable_outputs(generated, args.output_dir)
+    stats.update(accounting)
     for name, (rows, description) in outputs.items():
         save_dataset(cai.split(rows, args.test_fraction, args.seed), Path(args.output_dir) / name, f"CAI {name}",
-                     f"{description} Model `{args.model_name_or_path}`, prompts `{args.prompts}`.", stats)
-        stats[f"{name}_rows"] = len(rows)
+                     f"{description} Model `{args.model_name_or_path}`, prompts `{args.prompts}` "
+                     f"(split `{args.prompts_split}`).", stats)
     mark_complete(args.output_dir, "cai", model=args.model_name_or_path, prompts=args.prompts, stats=stats)
-    print("cai: " + ", ".join(f"{k} {v}" for k, v in stats.items() if k.endswith("_rows") or k in ("prompts", "revised")))
+    print("cai: " + ", ".join(f"{k} {v}" for k, v in stats.items() if k.endswith(("_rows", "_left_out"))
+                              or k.startswith("empty_") or k in ("prompts", "revised")))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Direct preference optimisation with TRL's DPOTrainer: full, LoRA or QLoRA; any loss type TRL offers
-(`loss_type: [sigmoid]`, ipo, apo_zero, ...); precomputed reference log-probs when asked.
+(`loss_type: [sigmoid]`, ipo, apo_zero, ...); precomputed reference log-probs when asked. Data without a
+held-out split gets one (`dataset_test_split_size`, default 5% of train) for the eval loss and reward accuracy.
 
 It starts from an SFT output folder, a merged model, or an SFT adapter folder (its base resolved: see
 `llm_recipes.alignment`). The reference is always the starting policy: with LoRA, the model with the new
@@ -28,6 +29,7 @@ def main(data_args: DataArguments, training_args: DPOStageConfig, model_args: Al
 
     with training.main_process_loads_data_first(training_args):
         dataset = data.load_stage_data(data_args, seed=training_args.seed, kind="preference")
+        dataset = alignment.ensure_eval_split(dataset, data_args, training_args.seed, "no eval loss or reward accuracy")
     tokenizer = models.load_tokenizer(model_args, training_args.trust_remote_code)
     model, peft_config, from_adapter = alignment.load_policy(model_args, tokenizer, training_args.trust_remote_code)
     ref_model = None

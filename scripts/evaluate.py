@@ -54,12 +54,14 @@ def main(args: EvaluateArguments) -> None:
 
     # 1. everything shared by all models, checked before any model is loaded
     sandbox = dict(timeout=args.code_timeout, memory_mb=args.code_memory_mb, max_processes=args.code_max_processes,
-                   allow_unsandboxed=args.allow_unsandboxed_code)
+                   allow_unsandboxed=args.allow_unsandboxed_code, allow_weaker_sandbox=args.allow_weaker_sandbox)
     tasks = list(args.tasks or [])
+    sandbox_limits = None
     for name, spec in (args.benchmarks or {}).items():
         tasks.append(local_task_config({"name": name, **spec}, sandbox, args.max_gen_toks))
-        if spec.get("type") == "code":
-            Sandbox(**sandbox)  # bwrap missing -> a clear error now, not after generation
+        if spec.get("type") == "code" and sandbox_limits is None:
+            # bwrap missing, a limit that cannot hold, a sandbox that cannot start: an error now, not after generation
+            sandbox_limits = Sandbox(**sandbox).limits
     redteam_rows = load_rows(args.redteam_prompts, args.dataset_split) if args.redteam_prompts else []
     jailbreaks = load_rows(args.jailbreaks) if args.jailbreaks else []
     bias_rows = load_rows(args.bias_pairs, args.dataset_split) if args.bias_pairs else []
@@ -72,15 +74,20 @@ def main(args: EvaluateArguments) -> None:
 
     # 2. each model in turn: benchmarks, red team, bias audit, replies for the comparison, training curves
     results = {"title": args.title, "models": [{"name": n, "path": p} for n, p in zip(names, args.models)],
-               "benchmarks": {}, "red_team": {}, "bias": {}, "curves": {}, "seconds": {}}
+               "benchmarks": {}, "benchmark_n": {}, "red_team": {}, "bias": {}, "curves": {}, "seconds": {}}
+    if sandbox_limits is not None:  # which limits of the code sandbox held on this machine
+        results["code_sandbox_limits"] = sandbox_limits
     replies = {}
     for name, path in zip(names, args.models):
         start = time.monotonic()
         logger.info("evaluating %s (%s)", name, path)
         model, tokenizer = load_for_eval(path, args.chat_template)
-        results["benchmarks"][name] = run_lm_eval(
-            model, tokenizer, tasks, num_fewshot=args.num_fewshot, limit=args.limit, batch_size=args.batch_size,
-            apply_chat_template=args.apply_chat_template, task_dirs=args.task_dirs)
+        run = run_lm_eval(model, tokenizer, tasks, num_fewshot=args.num_fewshot, limit=args.limit, batch_size=args.batch_size,
+                          apply_chat_template=args.apply_chat_template, task_dirs=args.task_dirs, log_samples=args.log_samples)
+        results["benchmarks"][name], results["benchmark_n"][name] = run.scores, run.n_scored
+        for task, samples in run.samples.items():
+            write_text_atomic(Path(args.output_dir) / "samples" / _file_name(name) / f"{_file_name(task)}.jsonl",
+                              "".join(json.dumps(s, default=str) + "\n" for s in samples))
         if redteam_rows:
             results["red_team"][name] = red_team(model, tokenizer, redteam_rows, jailbreaks, judge, args.max_new_tokens, args.batch_size)
         if bias_rows:
@@ -103,6 +110,11 @@ def main(args: EvaluateArguments) -> None:
     paths = write_report(results, out)
     logger.info("results: %s; report: %s, %s", out / "results.json", paths["markdown"], paths["html"])
     mark_complete(out, "evaluate", models=names, benchmarks=results["benchmarks"])
+
+
+def _file_name(name: str) -> str:
+    """A model or task name (a path, a Hub id) as one file name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".") or "_"
 
 
 if __name__ == "__main__":

@@ -5,11 +5,9 @@
 
 import logging
 
-from transformers import AutoTokenizer
-
 from llm_recipes.configs import InitModelArguments, run_cli
 from llm_recipes.hub import mark_complete, write_model_card
-from llm_recipes.models import build_model, get_architecture
+from llm_recipes.models import build_model, get_architecture, load_tokenizer_from
 from llm_recipes.training import setup_logging
 
 logger = logging.getLogger("llm_recipes")
@@ -21,7 +19,7 @@ CONFIG_CLASSES = (InitModelArguments,)
 
 def main(args: InitModelArguments) -> None:
     setup_logging()
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name_or_path)
+    tokenizer = load_tokenizer_from(args.tokenizer_name_or_path, "tokenizer_name_or_path")
     arch = get_architecture(
         args.model_size,
         num_layers=args.num_layers,

@@ -34,17 +34,17 @@ def main(data_args: DataArguments, args: PPOConfig, model_args: AlignmentModelAr
         raise ConfigError("reward_model_path/reward_funcs: PPO takes exactly one reward (a reward model or one function)")
     if isinstance(funcs[0], str):
         reward_tokenizer = tokenizers[0]
-        reward_model = AutoModelForSequenceClassification.from_pretrained(funcs[0], use_safetensors=True)
+        reward_model = models.load_pretrained(AutoModelForSequenceClassification, funcs[0], "reward_model_path")
     else:
         reward_function = funcs[0]
 
     policy, peft_config, from_adapter = alignment.load_policy(model_args, tokenizer)
-    ref_model = alignment.load_causal_lm(args.ref_model_path) if args.ref_model_path else None
+    ref_model = alignment.load_causal_lm(args.ref_model_path, key="ref_model_path") if args.ref_model_path else None
     value_model = None
     if args.value_model_path:
         alignment.check_reward_model(args.value_model_path, tokenizer, reward_args.allow_reward_tokenizer_mismatch,
                                      key="value_model_path")
-        value_model = AutoModelForSequenceClassification.from_pretrained(args.value_model_path, use_safetensors=True)
+        value_model = models.load_pretrained(AutoModelForSequenceClassification, args.value_model_path, "value_model_path")
 
     ptx = None
     if args.ptx_coef and args.ptx_dataset_name:
@@ -69,21 +69,22 @@ def main(data_args: DataArguments, args: PPOConfig, model_args: AlignmentModelAr
     checkpoints = list_checkpoints(args.output_dir)
     resume = args.resume_from_checkpoint or (checkpoints[-1] if checkpoints else None)
     metrics = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(args.output_dir)
+    final = training.staged_final_folder(args.output_dir, trainer.accelerator)  # published whole, marker last
+    trainer.save_model(final)
 
     if trainer.accelerator.is_main_process:
         sources = data.dataset_sources(data_args)
         card_metrics = {k: v for k, v in metrics.items() if v is not None}
         card_metrics.update(kl_coef=args.kl_coef, reward=reward_args.reward_model_path or reward_args.reward_funcs[0])
         write_model_card(
-            args.output_dir, stage="ppo", base_model=model_args.model_name_or_path, datasets=sources,
+            final, stage="ppo", base_model=model_args.model_name_or_path, datasets=sources,
             metrics=card_metrics, recipe_path=training.recipe_path(), tags=["ppo", "rlhf"],
             description="Policy trained with RLHF (PPO-clip, GAE, per-token KL penalty to the starting policy) by the "
             "llm-recipes `ppo` stage. Per-update curves (reward, KL, entropy, clip fraction, value loss, approx "
             "KL, response length) are in `ppo_log.jsonl`.",
         )
-        mark_complete(args.output_dir, "ppo", base_model=model_args.model_name_or_path, datasets=sources,
-                      metrics=card_metrics)
+        mark_complete(final, "ppo", base_model=model_args.model_name_or_path, datasets=sources, metrics=card_metrics)
+        training.publish_final_folder(args.output_dir)
         logger.info("ppo done: policy saved to %s", args.output_dir)
         if args.push_to_hub and args.hub_model_id:
             push_folder(args.output_dir, args.hub_model_id)

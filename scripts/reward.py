@@ -1,20 +1,18 @@
 """Reward modelling on preference pairs with TRL's RewardTrainer: full, LoRA or QLoRA. Reports pairwise
-accuracy and reward margin on the eval split and saves a sequence classifier (one output) in the Hub format,
-with its card (accuracy in it) and the completion marker. A LoRA reward model is saved merged, so PPO, GRPO
-and RLOO can load it as it is.
+accuracy over every eval pair scored (with the count scored, the count longer than `max_length` and not scored,
+and a 95% interval) and the mean margin, and saves a sequence classifier (one output) in the Hub format, with
+its card (those figures in it) and the completion marker. Data without a held-out split gets one
+(`dataset_test_split_size`, default 5% of train). A LoRA reward model is saved merged, so PPO, GRPO and RLOO can
+load it as it is.
 
     accelerate launch scripts/reward.py --config recipes/toy/reward.yaml
 """
 
-import logging
-
 import torch
-from trl import RewardTrainer
 
 from llm_recipes import alignment, data, models, training
 from llm_recipes.configs import AlignmentModelArguments, DataArguments, RewardStageConfig, run_cli
-
-logger = logging.getLogger("llm_recipes")
+from llm_recipes.reward import PairwiseRewardTrainer
 
 # The recipe YAML of this stage is parsed into these (tests parse every recipe with them).
 CONFIG_CLASSES = (DataArguments, RewardStageConfig, AlignmentModelArguments)
@@ -25,6 +23,7 @@ def main(data_args: DataArguments, training_args: RewardStageConfig, model_args:
 
     with training.main_process_loads_data_first(training_args):
         dataset = data.load_stage_data(data_args, seed=training_args.seed, kind="preference")
+        dataset = alignment.ensure_eval_split(dataset, data_args, training_args.seed, "no pairwise accuracy")
     tokenizer = models.load_tokenizer(model_args, training_args.trust_remote_code)
     start_args = alignment.start_model_args(model_args, tokenizer, training_args.trust_remote_code)
     model = models.load_model(start_args, tokenizer, task="sequence-classification",
@@ -34,7 +33,7 @@ def main(data_args: DataArguments, training_args: RewardStageConfig, model_args:
         peft_config.task_type = "SEQ_CLS"
         peft_config.modules_to_save = sorted({*(peft_config.modules_to_save or []), "score"})
 
-    trainer = RewardTrainer(
+    trainer = PairwiseRewardTrainer(
         model=model,
         args=training_args,
         train_dataset=dataset["train"],
@@ -44,9 +43,6 @@ def main(data_args: DataArguments, training_args: RewardStageConfig, model_args:
     )
     alignment.upcast_trainable(trainer.model, training_args)
     metrics = training.train_and_evaluate(trainer, training_args)
-    if "eval_accuracy" in metrics:
-        logger.info("reward model: pairwise accuracy %.3f, mean margin %.3f on %d eval pairs",
-                    metrics["eval_accuracy"], metrics.get("eval_margin", float("nan")), len(dataset["test"]))
     if peft_config is not None:
         trainer.model = merged_reward_model(trainer.model, start_args, tokenizer, training_args)
 
@@ -59,8 +55,10 @@ def main(data_args: DataArguments, training_args: RewardStageConfig, model_args:
         metrics=metrics,
         tags=["reward-model"],
         description="A reward model (sequence classifier with one output) trained on preference pairs with the "
-        "llm-recipes `reward` stage; `eval_accuracy` is the pairwise accuracy (chosen scored above rejected) "
-        "on the eval split, `eval_margin` the mean score difference.",
+        "llm-recipes `reward` stage. `eval_accuracy` is the share of the `eval_pairs_scored` eval pairs whose chosen "
+        "reply scores above the rejected one (pairwise accuracy; `eval_pairs_correct` of them), with its 95% Wilson "
+        "interval `eval_accuracy_ci_low`-`eval_accuracy_ci_high`; `eval_pairs_dropped_too_long` eval pairs had a side "
+        "longer than `max_length` tokens and were not scored; `eval_margin` is the mean score difference.",
     )
 
 
@@ -70,14 +68,12 @@ def merged_reward_model(peft_model, start_args, tokenizer, training_args):
     import dataclasses
     import tempfile
 
-    from peft import PeftModel
-
     with tempfile.TemporaryDirectory() as adapter_dir:
         peft_model.save_pretrained(adapter_dir)
         full_args = dataclasses.replace(start_args, load_in_4bit=False, load_in_8bit=False, dtype="float32")
         base = models.load_model(full_args, tokenizer, task="sequence-classification",
                                  trust_remote_code=training_args.trust_remote_code)
-        merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+        merged = models.load_adapter(base, adapter_dir).merge_and_unload()
     merged.to(torch.float32)
     return merged
 

@@ -23,8 +23,8 @@ def main(data_args: DataArguments, training_args: SFTConfig, model_args: ModelAr
         dataset = data.load_stage_data(data_args, seed=training_args.seed)
     if training_args.eval_strategy != "no" and "test" not in dataset:
         raise ConfigError(
-            f"eval_strategy: '{training_args.eval_strategy.value}' needs an eval split, and the data has no "
-            f"'{data_args.dataset_test_split}' split (set dataset_test_split, or eval_strategy: \"no\")"
+            f"eval_strategy: '{training_args.eval_strategy.value}' needs an eval split, and the data has none "
+            f"(set dataset_test_split, dataset_test_split_size, or eval_strategy: \"no\")"
         )
     tokenizer = models.load_tokenizer(model_args, training_args.trust_remote_code)
     model = models.load_model(model_args, tokenizer, trust_remote_code=training_args.trust_remote_code)

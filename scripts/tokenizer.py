@@ -10,7 +10,7 @@ import os
 from datasets import Dataset
 
 from llm_recipes.configs import TokenizerArguments, run_cli
-from llm_recipes.data import load_source
+from llm_recipes.data import held_out_split, load_source
 from llm_recipes.errors import DataError
 from llm_recipes.hub import mark_complete, write_model_card
 from llm_recipes.tokenizer import SPECIAL_TOKENS, batched_texts, bytes_per_token, train_bpe_tokenizer
@@ -24,12 +24,15 @@ CONFIG_CLASSES = (TokenizerArguments,)
 
 
 def split_texts(args: TokenizerArguments):
-    """(training rows, held-out texts): the held-out split when there is one, else `heldout_texts` rows kept
-    out of the train split. Streams (nothing downloaded up front) with `streaming: true`."""
+    """(training rows, held-out texts): the held-out split (`dataset_test_split`, see data.held_out_split) when
+    there is one, else `heldout_texts` rows kept out of the train split. Streams (nothing downloaded up front)
+    with `streaming: true`."""
     local = os.path.exists(args.dataset_name or "")
-    splits = load_source(args.dataset_name, args.dataset_config, split=None, streaming=args.streaming and not local)
+    splits = load_source(args.dataset_name, args.dataset_config, split=None, streaming=args.streaming and not local,
+                         text_sample_by=args.text_sample_by)
     if args.dataset_train_split not in splits:
         raise DataError(f"{args.dataset_name}: no split '{args.dataset_train_split}' (available: {', '.join(splits)})")
+    test_split = held_out_split(args.dataset_name, args.dataset_test_split, list(splits))
     train = splits[args.dataset_train_split]
     where = f"{args.dataset_name}[{args.dataset_train_split}]"
     if train.column_names is not None and args.text_column not in train.column_names:
@@ -39,12 +42,14 @@ def split_texts(args: TokenizerArguments):
     n_heldout = min(args.heldout_texts, len(train) // 10) if isinstance(train, Dataset) else args.heldout_texts
     if args.streaming and isinstance(train, Dataset):
         train = train.to_iterable_dataset()
-    test = splits[args.dataset_test_split] if args.dataset_test_split in splits else None
+    test = splits[test_split] if test_split is not None else None
     if test is None:  # hold out the first texts of the train split, train on the rest
         heldout = train.select(range(n_heldout)) if isinstance(train, Dataset) else train.take(n_heldout)
         train = train.skip(n_heldout)
+        logger.info("held-out texts: the first %d of %s", n_heldout, where)
     else:
         heldout = test.select(range(min(args.heldout_texts, len(test)))) if isinstance(test, Dataset) else test.take(args.heldout_texts)
+        logger.info("held-out texts: split '%s'", test_split)
     rows = itertools.islice(train, args.max_texts) if args.max_texts else train
     return rows, [row[args.text_column] for row in heldout if row[args.text_column]]
 

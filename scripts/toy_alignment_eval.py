@@ -10,9 +10,9 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification
 
-from llm_recipes import alignment
+from llm_recipes import alignment, models
 from llm_recipes.configs import ToyAlignmentEvalArguments, run_cli
 from llm_recipes.data import load_source
 from llm_recipes.hub import mark_complete, write_text_atomic
@@ -35,15 +35,16 @@ def main(args: ToyAlignmentEvalArguments) -> None:
     results: dict = {"policies": {}}
     if args.reward_model_path:
         reward_tokenizer = alignment.check_reward_model(args.reward_model_path)
-        reward_model = AutoModelForSequenceClassification.from_pretrained(args.reward_model_path).eval()
+        reward_model = models.load_pretrained(AutoModelForSequenceClassification, args.reward_model_path,
+                                              "reward_model_path").eval()
         if args.preferences:
             pairs = list(load_source(args.preferences, split="test"))
             results["reward_model"] = pairwise_accuracy(reward_model, reward_tokenizer, pairs, args.batch_size)
     reference_name = args.reference_model or args.models[0]
-    reference = alignment.load_causal_lm(reference_name).eval()
+    reference = alignment.load_causal_lm(reference_name, key="reference_model").eval()
     for name in args.models:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        policy = reference if name == reference_name else alignment.load_causal_lm(name).eval()
+        tokenizer = models.load_tokenizer_from(name, "models")
+        policy = reference if name == reference_name else alignment.load_causal_lm(name, key="models").eval()
         answers = generate_answers(policy, tokenizer, questions, args.max_new_tokens, args.batch_size)
         rewards = (reward_scores(reward_model, reward_tokenizer, questions, [a for a, _ in answers], args.batch_size)
                    if reward_model is not None else None)

@@ -7,8 +7,9 @@ import json
 import logging
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
+from llm_recipes import models
 from llm_recipes.configs import ToyEvalArguments, run_cli
 from llm_recipes.data import load_source
 from llm_recipes.hub import mark_complete, write_text_atomic
@@ -30,8 +31,8 @@ def main(args: ToyEvalArguments) -> None:
     rows = list(load_source(args.questions, split="test"))
     results = {}
     for name in args.models:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, use_safetensors=True)
+        tokenizer = models.load_tokenizer_from(name, "models")
+        model = models.load_pretrained(AutoModelForCausalLM, name, "models")
         answers = generate_answers(model, tokenizer, [r["question"] for r in rows], args.max_new_tokens, args.batch_size)
         results[name] = score_answers(rows, answers)
         results[name]["examples"] = [{"question": r["question"], "answer": a} for r, (a, _) in zip(rows[:3], answers)]

@@ -3,11 +3,13 @@ full and LoRA (QLoRA for the reward model), Hub-format outputs with card and mar
 SFT-LoRA -> DPO, resume, and one-line errors."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 
 import pytest
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from conftest import run_script
 from llm_recipes.hub import read_marker
@@ -52,6 +54,94 @@ def test_reward_full(reward_model_dir):
     assert "eval_accuracy" in card and "eval_margin" in card and "pairwise accuracy" in card
 
 
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pairs_with_long_ones(toy_data_dir, tmp_path_factory):
+    """64 training pairs; an eval split of 35 pairs (with eval batches of 32: one batch of 32 and one of 3)
+    plus 4 whose prompt is far longer than max_length 96 tokens."""
+    from llm_recipes.data import load_source
+
+    pairs = load_source(str(toy_data_dir / "preferences"), split=None)
+    test = pairs["test"].select(range(39)).to_list()
+    for row in test[35:]:
+        row["prompt"] = [{"role": "user", "content": " ".join([row["prompt"][-1]["content"]] * 12)}]
+    folder = tmp_path_factory.mktemp("pairs")
+    write_jsonl(folder / "train.jsonl", pairs["train"].select(range(64)).to_list())
+    write_jsonl(folder / "test.jsonl", test)
+    return folder
+
+
+def wilson_by_hand(k, n, z=1.96):
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def test_reward_accuracy_is_the_share_of_all_scored_pairs(tiny_model_dir, pairs_with_long_ones, tmp_path):
+    out = tmp_path / "rm"
+    result = ok(run_script("reward.py", "--model_name_or_path", str(tiny_model_dir), "--dataset_name",
+                           str(pairs_with_long_ones), "--output_dir", str(out), "--max_steps", "3",
+                           "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "32",
+                           "--learning_rate", "1e-3", "--max_length", "96", *COMMON))
+    # score every eval pair as a user would: each side alone through the chat template, no padding
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    correct, scored, too_long, margins = 0, 0, 0, []
+    for pair in (json.loads(line) for line in (pairs_with_long_ones / "test.jsonl").read_text().splitlines()):
+        ids = [tokenizer.apply_chat_template(pair["prompt"] + pair[side], tokenize=True, return_dict=True)["input_ids"]
+               for side in ("chosen", "rejected")]
+        if max(len(x) for x in ids) > 96:
+            too_long += 1
+            continue
+        with torch.no_grad():
+            chosen, rejected = (model(input_ids=torch.tensor([x])).logits[0, 0].item() for x in ids)
+        scored += 1
+        correct += chosen > rejected
+        margins.append(chosen - rejected)
+    assert (scored, too_long) == (35, 4)
+    accuracy, (low, high) = correct / scored, wilson_by_hand(correct, scored)
+
+    metrics = read_marker(out)["metrics"]
+    assert metrics["eval_pairs_scored"] == 35 and metrics["eval_pairs_correct"] == correct
+    assert metrics["eval_pairs_dropped_too_long"] == 4
+    assert metrics["eval_accuracy"] == pytest.approx(accuracy, abs=1e-12)
+    assert (metrics["eval_accuracy_ci_low"], metrics["eval_accuracy_ci_high"]) == pytest.approx((low, high), abs=1e-9)
+    assert metrics["eval_margin"] == pytest.approx(sum(margins) / len(margins), abs=1e-4)
+    card = (out / "README.md").read_text()
+    for key, value in (("eval_accuracy", accuracy), ("eval_accuracy_ci_low", low), ("eval_accuracy_ci_high", high)):
+        assert f"| {key} | {value:.4g} |" in card
+    assert "| eval_pairs_scored | 35 |" in card and "| eval_pairs_dropped_too_long | 4 |" in card
+    log = result.stdout + result.stderr
+    assert (f"pairwise accuracy {accuracy:.3f} ({correct} of 35 pairs ranked right; 95% CI {low:.3f}-{high:.3f})"
+            in log), log[-3000:]
+    assert "4 of the 39 eval pairs not scored: longer than max_length 96 tokens" in log
+
+
+@pytest.mark.slow
+def test_reward_data_without_a_test_split(tiny_model_dir, pairs_with_long_ones, tmp_path):
+    only_train = pairs_with_long_ones / "train.jsonl"  # one file: no test split
+    out = tmp_path / "carved"
+    args = ["--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(only_train), "--max_steps", "1",
+            "--per_device_train_batch_size", "8", "--max_length", "96", *COMMON]
+    result = ok(run_script("reward.py", *args, "--output_dir", str(out)))
+    log = result.stdout + result.stderr
+    held_out = math.ceil(64 * 0.05)  # the default share
+    assert f"held out {held_out} of the 64 rows of train (dataset_test_split_size 0.05, seed 0)" in log
+    metrics = read_marker(out)["metrics"]
+    assert metrics["eval_pairs_scored"] + metrics["eval_pairs_dropped_too_long"] == held_out
+
+    out = tmp_path / "no_eval"
+    result = ok(run_script("reward.py", *args, "--output_dir", str(out), "--dataset_test_split_size", "0"))
+    log = result.stdout + result.stderr
+    assert "no eval split (the data has none and dataset_test_split_size is 0): no pairwise accuracy will be measured" in log
+    assert "eval_accuracy" not in read_marker(out)["metrics"]
+
+
 @pytest.mark.slow
 def test_reward_lora_and_qlora_save_a_merged_classifier(tiny_model_dir, toy_data_dir, tmp_path):
     for name, extra in (("lora", ["--use_peft", "true", "--lora_r", "8"]),
@@ -77,6 +167,18 @@ def test_dpo_full_with_precomputed_reference_and_ipo(tiny_model_dir, toy_data_di
     marker = read_marker(out)
     assert marker["stage"] == "dpo" and marker["metrics"]["loss_type"] == "ipo"
     assert "eval_loss" in marker["metrics"]
+
+
+@pytest.mark.slow
+def test_dpo_data_without_a_test_split_holds_out_pairs(tiny_model_dir, pairs_with_long_ones, tmp_path):
+    out = tmp_path / "dpo"
+    result = ok(run_script("dpo.py", "--model_name_or_path", str(tiny_model_dir), "--dataset_name",
+                           str(pairs_with_long_ones / "train.jsonl"), "--output_dir", str(out), "--max_steps", "1",
+                           "--per_device_train_batch_size", "8", "--max_length", "96", *COMMON))
+    held_out = math.ceil(64 * 0.05)
+    assert (f"held out {held_out} of the 64 rows of train (dataset_test_split_size 0.05, seed 0)"
+            in result.stdout + result.stderr)
+    assert "eval_loss" in read_marker(out)["metrics"]
 
 
 @pytest.mark.slow
@@ -134,10 +236,15 @@ def test_ppo_full_resumes(tiny_model_dir, toy_data_dir, reward_model_dir, tmp_pa
         assert key in log[-1]
     AutoModelForCausalLM.from_pretrained(out)
     assert (out / "checkpoint-1").is_dir()  # saved every update, the last one is the output itself
-    # a longer run in the same folder continues from the last checkpoint
-    result = ok(run_script("ppo.py", *ppo_args(tiny_model_dir, toy_data_dir, out, reward_model_dir, "--max_steps", "3")))
+    # a longer run in the finished folder is another recipe: refused, naming the key; continued from the checkpoint
+    # into a new folder, it resumes
+    longer = ppo_args(tiny_model_dir, toy_data_dir, out, reward_model_dir, "--max_steps", "3")
+    fails_with(run_script("ppo.py", *longer), "max_steps", "--force")
+    out2 = tmp_path / "ppo_longer"
+    result = ok(run_script("ppo.py", *ppo_args(tiny_model_dir, toy_data_dir, out2, reward_model_dir, "--max_steps", "3",
+                                               "--resume_from_checkpoint", str(out / "checkpoint-1"))))
     assert "resumed PPO from" in result.stdout + result.stderr and "checkpoint-1" in result.stdout + result.stderr
-    assert read_marker(out)["metrics"]["updates"] == 3
+    assert read_marker(out2)["metrics"]["updates"] == 3
 
 
 @pytest.mark.slow

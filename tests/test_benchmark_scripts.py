@@ -32,3 +32,22 @@ def test_qlora_benchmark_without_cuda_says_so():
     assert proc.returncode == 2
     assert "no CUDA GPU here" in proc.stderr and "Traceback" not in proc.stderr
     assert "NOT RUN" in (REPO_ROOT / "benchmarks" / "results" / "qlora_8b_gpu.md").read_text()
+
+
+def test_real_formats_benchmark_runs_a_subset_and_every_figure_agrees(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    script = str(REPO_ROOT / "benchmarks" / "real_formats.py")
+    only = ["--only", "alpaca,book.txt:paragraph"]
+    proc = subprocess.run([sys.executable, script, *only, "--output-dir", str(tmp_path)], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "real_formats.json").read_text())
+    by_format = {r["format"]: r for r in result["rows"]}
+    assert set(by_format) == {"alpaca", "book.txt:paragraph"} and all(r["agree"] for r in result["rows"])
+    assert (by_format["alpaca"]["rows_in"], by_format["alpaca"]["rows_used"]) == (6, 6)  # 6 written, all usable
+    assert by_format["book.txt:paragraph"]["rows_used"] == 90  # 100 paragraphs, the first tenth held out
+    assert "| alpaca | sft | 6 | 6 |" in (tmp_path / "real_formats.md").read_text()
+    assert result["machine"]["cores"] == os.cpu_count()
+    unknown = subprocess.run([sys.executable, script, "--only", "alpaca,nope", "--output-dir", str(tmp_path / "x")],
+                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert unknown.returncode == 2 and "unknown case(s) nope" in unknown.stderr and not (tmp_path / "x").exists()

@@ -209,3 +209,99 @@ def test_toy_demos_teach_the_toy_constitution(toy_data_dir):
         else:
             assert turns[5]["content"] == turns[1]["content"]  # a harmless answer is kept as it is
     assert 0 < refusals < len(demos)
+
+
+# ----------------------------------------------------------------------------------------------- defaults, empty replies
+def test_prompts_split_defaults_to_the_only_split(toy_data_dir, tmp_path):
+    from types import SimpleNamespace
+
+    from llm_recipes.configs import CAIArguments
+
+    assert CAIArguments().prompts_split is None
+    one_file = tmp_path / "prompts.jsonl"
+    one_file.write_text("".join(json.dumps({"prompt": f"Question {i}?"}) + "\n" for i in range(5)))
+    args = SimpleNamespace(prompts=str(one_file), prompts_config=None, prompts_split=None, max_prompts=None, prompt_column=None)
+    assert cai.load_prompts(args) == [f"Question {i}?" for i in range(5)]
+    assert args.prompts_split == "train"  # recorded for the resume fingerprint and the card
+    two_splits = SimpleNamespace(prompts=str(toy_data_dir / "rl_prompts"), prompts_config=None, prompts_split=None,
+                                 max_prompts=None, prompt_column=None)
+    with pytest.raises(ConfigError) as err:
+        cai.load_prompts(two_splits)
+    message = str(err.value)
+    assert "prompts_split" in message and "train, test" in message and "\n" not in message
+
+
+def replying_model(tiny_model_dir, folder, rows_of_lm_head):
+    """The tiny model with an output layer of its own: `rows_of_lm_head(weight)` sets it. A zero row scores 0 for
+    its token; when no token scores above 0, greedy decoding picks token 0, the special <|endoftext|> that decoding
+    skips: such a reply comes back empty."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.config.tie_word_embeddings = False
+    weight = torch.zeros_like(model.get_input_embeddings().weight)
+    rows_of_lm_head(weight)
+    model.lm_head.weight = torch.nn.Parameter(weight)
+    model.save_pretrained(folder)
+    for name in os.listdir(tiny_model_dir):
+        if "token" in name or name.endswith(".jinja"):
+            shutil.copy(tiny_model_dir / name, folder / name)
+    return folder
+
+
+def test_empty_generations_are_counted_and_left_out(tiny_model_dir, toy_data_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    word = tokenizer("yes", add_special_tokens=False)["input_ids"][0]
+    # a direction u along which the tiny model's last hidden state differs between prompts
+    prompts = [row["prompt"] for row in load_source(str(toy_data_dir / "rl_prompts")).select(range(N_PROMPTS))]
+    tokenizer.padding_side = "left"
+    enc = tokenizer([tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts],
+                    return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        hidden = AutoModelForCausalLM.from_pretrained(tiny_model_dir).model(**enc).last_hidden_state[:, -1]
+    u = hidden[0] - hidden.mean(0)
+
+    def one_word_or_nothing(weight):  # end of turn at once when the hidden state points along u, else "yes"
+        weight[tokenizer.eos_token_id], weight[word] = u, -u
+
+    model = replying_model(tiny_model_dir, tmp_path / "model", one_word_or_nothing)
+    out = tmp_path / "out"
+    result = ok(run_script("cai.py", *cai_args(model, toy_data_dir / "rl_prompts", out, "--do_sample", "false",
+                                               "--test_fraction", "0")))
+    rows = [json.loads(line) for p in sorted((out / ".work").glob("revision-*.jsonl")) for line in p.read_text().splitlines()]
+    empty_answers = sum(r["initial"] == "" for r in rows)
+    empty_critiques = sum(r["rounds"][0]["critique"] == "" for r in rows)
+    empty_revisions = sum(r["revision"] == "" for r in rows)
+    assert 0 < empty_answers + empty_revisions and empty_revisions < N_PROMPTS  # some empty, some not
+    kept_sft = [r for r in rows if r["revision"]]
+    kept_pairs = [r for r in kept_sft if r["initial"] and r["initial"] != r["revision"]]
+
+    stats = read_marker(out)["stats"]
+    assert stats["empty_generations"] == {"answers": empty_answers, "critiques": empty_critiques, "revisions": empty_revisions}
+    assert stats["sft_rows"] == len(kept_sft) and stats["sft_left_out"].get("empty revision", 0) == empty_revisions
+    assert len(load_source(str(out / "sft"))) == len(kept_sft)
+    if kept_pairs:
+        assert stats["preferences_rows"] == len(kept_pairs)
+        assert len(load_source(str(out / "preferences"))) == len(kept_pairs)
+    else:
+        assert stats["preferences_rows"] == 0 and not (out / "preferences").exists()
+    card = (out / "sft" / "README.md").read_text()
+    assert '"empty_generations"' in card and f'"revisions": {empty_revisions}' in card
+    log = result.stdout + result.stderr
+    assert (f"revision: empty generations: {empty_answers} of {N_PROMPTS} answers, {empty_critiques} of {N_PROMPTS} critiques, "
+            f"{empty_revisions} of {N_PROMPTS} revisions") in log
+
+
+def test_nothing_usable_is_a_one_line_error_and_nothing_written(tiny_model_dir, toy_data_dir, tmp_path):
+    model = replying_model(tiny_model_dir, tmp_path / "mute", lambda weight: None)  # every reply empty
+    out = tmp_path / "out"
+    result = run_script("cai.py", *cai_args(model, toy_data_dir / "rl_prompts", out, "--do_sample", "false"))
+    fails_with(result, str(out), "no usable rows", f"empty generations {N_PROMPTS} of {N_PROMPTS} answers",
+               f"{N_PROMPTS} of {N_PROMPTS} revisions", "max_new_tokens")
+    assert not out.exists()  # nothing half-done is left: no dataset, no marker, no stored generations

@@ -166,3 +166,65 @@ def test_stage_script_rejects_unknown_key_with_one_line(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "'learnin_rate'" in errors[0] and path in errors[0]
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+# ----------------------------------------------------------------------------------------------- value checks
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("learning_rate: -1.0e-4", "key 'learning_rate' must be > 0, got -0.0001"),
+        ("per_device_train_batch_size: 0", "key 'per_device_train_batch_size' must be > 0, got 0"),
+        ("max_length: -5", "key 'max_length' must be > 0, got -5"),
+        ("gradient_accumulation_steps: 0", "key 'gradient_accumulation_steps' must be > 0"),
+        ("weight_decay: -0.1", "key 'weight_decay' must be >= 0"),
+        ("lora_dropout: 1.0", "key 'lora_dropout' must be in [0, 1)"),
+        ("lora_r: 0", "key 'lora_r' must be > 0"),
+        ("eval_max_samples: 0", "key 'eval_max_samples' must be > 0"),
+        ("num_train_epochs: 0", "key 'num_train_epochs' must be > 0 (or set max_steps)"),
+        ("chat_template: \"{% for m in messages %}{{ m['content'] }\"", "key 'chat_template' is not valid Jinja (line 1:"),
+        ("chat_template: chatmlx", "chat_template: 'chatmlx' is neither a built-in"),
+    ],
+)
+def test_values_out_of_range_name_key_and_file(tmp_path, line, expected):
+    path = write(tmp_path, line + "\n")
+    with pytest.raises(ConfigError) as err:
+        parse(path)
+    assert expected in str(err.value) and str(err.value).startswith(path) and "\n" not in str(err.value)
+
+
+def test_values_in_range_and_unset_pass(tmp_path):
+    path = write(tmp_path, "max_length: null\nlearning_rate: 1.0e-9\nnum_train_epochs: 0\nmax_steps: 5\nseed: 0\n"
+                 "chat_template: chatml\nweight_decay: 0\n")
+    _, training_args, _ = parse(path)
+    assert training_args.max_length is None and training_args.max_steps == 5
+
+
+def test_value_from_the_command_line_is_named_so(tmp_path):
+    path = write(tmp_path, "learning_rate: 1.0e-4\n")
+    with pytest.raises(ConfigError, match=r"^command line: key 'learning_rate' must be > 0, got -1.0"):
+        parse(path, "--learning_rate", "-1")
+
+
+def test_inputs_are_checked_before_anything_loads(tmp_path, tiny_model_dir, toy_data_dir):
+    from llm_recipes.configs import check_inputs
+    from llm_recipes.errors import DataError
+
+    def inputs(**values):
+        data_args, _, model_args = parse(write(tmp_path, yaml_lines(values)))
+        check_inputs((data_args, model_args))
+
+    def yaml_lines(values):
+        return "".join(f"{k}: {v}\n" for k, v in values.items())
+
+    good = {"model_name_or_path": tiny_model_dir, "dataset_name": toy_data_dir / "sft"}
+    inputs(**good)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(DataError, match=f"^dataset_name: {empty}: empty file"):
+        inputs(**{**good, "dataset_name": empty})
+    with pytest.raises(ConfigError, match="^model_name_or_path: .*no such folder"):
+        inputs(**{**good, "model_name_or_path": tmp_path / "missing"})
+    with pytest.raises(ConfigError, match="^model_name_or_path: not set"):
+        inputs(dataset_name=good["dataset_name"])
+    with pytest.raises(ConfigError, match="^tokenizer_name_or_path: .*no tokenizer in the folder"):
+        inputs(**good, tokenizer_name_or_path=toy_data_dir / "sft")

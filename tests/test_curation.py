@@ -93,7 +93,8 @@ def test_language_filter_offline():
 
 def test_datatrove_quality_filters_from_yaml_config():
     built = {name: (filt, route) for name, filt, route in build_filters({
-        "language": False, "toxicity": False, "gopher_quality": {"min_doc_words": 20}}, "en")}
+        "gopher_repetition": {}, "gopher_quality": {"min_doc_words": 20}, "fineweb_quality": True}, "en")}
+    assert list(built) == ["gopher_repetition", "gopher_quality", "fineweb_quality"]
     spam = doc("\n".join(["BUY CHEAP COPPER NOW!!! BEST PRICE!!!"] * 12))
     assert not keep(built["gopher_repetition"][0], spam)
     assert keep(built["gopher_repetition"][0], doc(ARTICLE))
@@ -223,9 +224,9 @@ def curation_args(root: Path, out: Path, **overrides) -> CurationArguments:
             {"name": "code", "kind": "code", "path": str(root / "code"), "weight": 0.05},
         ],
         output_dir=str(out), tasks=1, workers=1, word_tokenizer="whitespace", on_bad_row="exclude",
-        filters={"language": {"languages": ["en"], "threshold": 0.5},
-                 "gopher_quality": {"min_doc_words": 20}, "c4_quality": {"min_num_sentences": 3},
-                 "toxicity": {"enabled": True, "word_files": ["toy_toxic"], "min_hits": 2}},
+        filters={"code": {}, "length": {"min_chars": 20}, "language": {"languages": ["en"], "threshold": 0.5},
+                 "gopher_repetition": {}, "gopher_quality": {"min_doc_words": 20}, "c4_quality": {"min_num_sentences": 3},
+                 "fineweb_quality": {}, "toxicity": {"enabled": True, "word_files": ["toy_toxic"], "min_hits": 2}},
         cutoff_date="2024-06-30", mix_total_documents=None, mix_max_repeat=100.0, validation_fraction=0.2,
         keep_work_dir=False,
     )
@@ -249,7 +250,7 @@ def test_curation_output_loads_and_accounts_for_every_document(curated):
     from datasets import load_dataset
 
     out, stats = curated
-    ds = load_dataset(str(out))
+    ds = load_dataset(str(out), cache_dir=str(out.parent / "hf_cache"))  # the shared cache keys a local folder by name
     assert set(ds) == {"train", "validation"} and "text" in ds["train"].column_names
     for source, row in stats["sources"].items():
         assert row["input"] == row["kept"] + row["excluded"], source
@@ -288,8 +289,7 @@ def test_malformed_input_error_names_file_and_line(sources, tmp_path):
     with pytest.raises(DataError, match=r"x.jsonl: line 2: bad_json.*3 bad row"):
         run_curation(curation_args(sources, tmp_path / "o1", sources=spec, on_bad_row="error"))
     stats = run_curation(curation_args(sources, tmp_path / "o2", sources=spec, on_bad_row="exclude",
-                                       filters={f: False for f in ("language", "gopher_quality", "gopher_repetition", "c4_quality",
-                                                                    "fineweb_quality")}, validation_fraction=0.0))
+                                       filters={"length": {"min_chars": 20}}, validation_fraction=0.0))
     assert stats["sources"]["bad"] == {**stats["sources"]["bad"], "input": 4, "kept": 1, "excluded": 3}
     assert {r["reason"] for r in _ledger(tmp_path / "o2")} == {"bad_json", "missing_text", "undecodable_bytes"}
 
@@ -338,3 +338,170 @@ def test_toy_raw_corpus_is_the_same_for_a_seed(tmp_path):
     assert Path("web/crawl.warc.gz") in files
     for rel in files:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+# ----------------------------------------------------------------------------------------------- row metadata
+def test_rows_with_their_own_source_and_metadata_keep_the_recipe_bookkeeping(tmp_path):
+    """A web corpus whose rows carry their own `source`, `kind`, `language`, url, date and id: the recipe's
+    source name does the accounting; the row's own fields are kept in `row_metadata` (a JSON object)."""
+    from llm_recipes.curation.pipeline import run_curation
+
+    rows = []
+    for i in range(12):
+        rows.append({"id": f"page-{i}", "text": f"Page {i}. " + ARTICLE, "source": "commoncrawl-2024", "kind": "article",
+                     "language": "English", "url": f"https://news.toy/{i}", "date": "2030-01-01" if i < 2 else "2021-05-0{}".format(i % 9 + 1),
+                     "crawl": {"segment": i}})
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "pages.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    stats = run_curation(CurationArguments(
+        sources=[{"name": "web", "kind": "jsonl", "path": str(tmp_path / "web"), "weight": 1.0}], output_dir=str(out),
+        tasks=1, workers=1, word_tokenizer="whitespace", filters={"length": {"min_chars": 20}},
+        dedup={"exact": True, "near": False}, cutoff_date="2024-06-30", validation_fraction=0.0))
+    # by hand: 12 rows read, the 2 dated 2030 are after the cutoff, the other 10 differ (page number) and stay
+    assert stats["sources"]["web"]["input"] == 12
+    assert stats["sources"]["web"]["kept"] == 10 and stats["sources"]["web"]["excluded"] == 2
+    assert set(stats["sources"]) == {"web"}
+    ledger = _ledger(out)
+    assert sorted(r["id"] for r in ledger) == ["page-0", "page-1"] and {r["source"] for r in ledger} == {"web"}
+    ds = output_rows(out)
+    assert len(ds) == 10 and {r["source"] for r in ds} == {"web"} and {r["kind"] for r in ds} == {"jsonl"}
+    by_id = {r["id"]: r for r in ds}
+    row = by_id["page-5"]
+    assert row["url"] == "https://news.toy/5" and row["date"] == "2021-05-06"
+    own = json.loads(row["row_metadata"])
+    assert own["source"] == "commoncrawl-2024" and own["kind"] == "article" and own["language"] == "English"
+    assert own["crawl"] == {"segment": 5} and own["url"] == "https://news.toy/5"
+    assert "row_metadata" in (out / "README.md").read_text()
+
+
+# ----------------------------------------------------------------------------------------------- explicit filters
+MATHS = [r"Let $f(x) = \sum_{k=0}^{n} a_k x^k$ with $a_k \in \mathbb{R}$. Then $f'(x) = \sum_{k=1}^{n} k a_k x^{k-1}$, "
+         r"and $\int_0^1 f = \sum_k a_k/(k+1)$." + f" Lemma {i}: $\\|x_{i}\\|_2 \\le {i + 1}$." for i in range(8)]
+
+
+def test_only_the_filters_a_recipe_lists_run_and_the_card_and_log_say_which(tmp_path, caplog):
+    """A maths corpus with only `length` listed: language, Gopher, C4 and FineWeb filters used to run anyway
+    and drop most of it."""
+    from llm_recipes.curation.pipeline import run_curation
+
+    (tmp_path / "maths.jsonl").write_text("".join(json.dumps({"id": f"m{i}", "text": t}) + "\n" for i, t in enumerate(MATHS)))
+    out = tmp_path / "out"
+    with caplog.at_level("INFO", logger="llm_recipes"):
+        stats = run_curation(CurationArguments(
+            sources=[{"name": "maths", "kind": "jsonl", "path": str(tmp_path / "maths.jsonl"), "weight": 1.0}],
+            output_dir=str(out), tasks=1, workers=1, word_tokenizer="whitespace", filters={"length": {"min_chars": 20}},
+            dedup={"exact": True, "near": False}, validation_fraction=0.0))
+    assert stats["sources"]["maths"] == {**stats["sources"]["maths"], "input": 8, "kept": 8, "excluded": 0}
+    assert list(stats["filters"]) == ["length"] and stats["filters"]["length"]["params"] == {"min_chars": 20}
+    start = [r.getMessage() for r in caplog.records if "filters that run" in r.getMessage()]
+    assert len(start) == 1 and "length" in start[0] and "min_chars" in start[0] and "language" not in start[0]
+    card = (out / "README.md").read_text()
+    assert "| length | min_chars=20 |" in card and "language" not in card.split("Filters run")[1].split("\n\n")[1]
+    # listed with no parameters: runs with the defaults shown; `false` or enabled: false: does not run
+    names = [name for name, _, _ in build_filters({"gopher_repetition": {}, "c4_quality": False,
+                                                   "url": {"enabled": False}}, "en")]
+    assert names == ["gopher_repetition"]
+    assert build_filters(None, "en") == []
+
+
+# ----------------------------------------------------------------------------------------------- near-dup defaults
+def _shingles_by_hand(text: str, n: int = 5) -> set:
+    words = text.lower().split()
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def test_near_dedup_defaults_catch_99_percent_of_pairs_at_jaccard_0_8(tmp_path):
+    """200 pairs with Jaccard 0.80-0.82 on word 5-grams (computed here): the default MinHash settings must
+    find at least 198 of them (the old 14 x 8 defaults found ~94% at this similarity)."""
+    from llm_recipes.curation.pipeline import run_curation
+
+    rng = random.Random(7)
+    vocab = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9))) for _ in range(5000)]
+    rows, pairs = [], []
+    for p in range(200):
+        words = [rng.choice(vocab) for _ in range(rng.randint(200, 500))]
+        original = " ".join(words)
+        while True:
+            variant = list(words)
+            while True:
+                variant[rng.randrange(len(variant))] = rng.choice(vocab) + "x"
+                a, b = _shingles_by_hand(original), _shingles_by_hand(" ".join(variant))
+                similarity = len(a & b) / len(a | b)
+                if similarity <= 0.82:
+                    break
+            if similarity >= 0.80:
+                break
+        rows += [{"id": f"p{p}a", "text": original}, {"id": f"p{p}b", "text": " ".join(variant)}]
+        pairs.append((f"p{p}a", f"p{p}b"))
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    run_curation(CurationArguments(
+        sources=[{"name": "web", "kind": "jsonl", "path": str(tmp_path / "docs.jsonl"), "weight": 1.0}],
+        output_dir=str(out), tasks=1, workers=1, word_tokenizer="whitespace", filters={},
+        dedup={"exact": False}, validation_fraction=0.0))
+    removed = {r["id"] for r in _ledger(out) if r["stage"] == "near_dedup"}
+    found = sum(a in removed or b in removed for a, b in pairs)
+    assert len(removed) == found  # no pair loses both documents, nothing else removed
+    assert found >= 198, found
+
+
+# ----------------------------------------------------------------------------------------------- text boundaries, compression
+def test_text_sources_split_documents_and_compressed_inputs_are_read(tmp_path):
+    import gzip
+
+    import zstandard
+
+    from llm_recipes.curation.pipeline import run_curation
+
+    paragraphs = [f"Chapter {i}. " + ARTICLE for i in range(3)]
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "a.txt").write_text("\n\n\n".join(paragraphs) + "\n")                 # 3 paragraphs
+    with gzip.open(tmp_path / "book" / "b.txt.gz", "wt") as fh:                                  # 2 paragraphs, gzip
+        fh.write(f"Preface. {ARTICLE}\n  \nEpilogue. {ARTICLE}\n")
+    (tmp_path / "lines").mkdir()
+    with gzip.open(tmp_path / "lines" / "l.txt.gz", "wt") as fh:                                 # 4 lines, 1 blank
+        fh.write("\n".join([f"Line {i}: {ARTICLE}" for i in range(4)][:2] + [""] + [f"Line {i}: {ARTICLE}" for i in range(2, 4)]))
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "whole" / "w.txt.zst").write_bytes(zstandard.ZstdCompressor().compress(("Whole. " + ARTICLE + "\n\n" + ARTICLE).encode()))
+    (tmp_path / "json").mkdir()
+    with gzip.open(tmp_path / "json" / "j.jsonl.gz", "wt") as fh:                                # 3 rows, 1 bad
+        fh.write(json.dumps({"id": "j1", "text": "J1 " + ARTICLE}) + "\nnot json\n" + json.dumps({"id": "j2", "text": "J2 " + ARTICLE}) + "\n")
+    (tmp_path / "json" / "k.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(
+        (json.dumps({"id": "k1", "text": "K1 " + ARTICLE}) + "\n").encode()))
+    out = tmp_path / "out"
+    stats = run_curation(CurationArguments(
+        sources=[{"name": "book", "kind": "text", "path": str(tmp_path / "book"), "document_boundary": "blank_line"},
+                 {"name": "lines", "kind": "text", "path": str(tmp_path / "lines"), "document_boundary": "line"},
+                 {"name": "whole", "kind": "text", "path": str(tmp_path / "whole")},
+                 {"name": "json", "kind": "jsonl", "path": str(tmp_path / "json")}],
+        output_dir=str(out), tasks=1, workers=1, word_tokenizer="whitespace", filters={}, on_bad_row="exclude",
+        dedup={"exact": True, "near": False}, mix_max_repeat=100.0, validation_fraction=0.0))
+    counts = {name: (s["input"], s["kept"]) for name, s in stats["sources"].items()}
+    assert counts == {"book": (5, 5), "lines": (4, 4), "whole": (1, 1), "json": (4, 3)}
+    assert [r["reason"] for r in _ledger(out)] == ["bad_json"]
+    ids = {r["id"] for r in output_rows(out)}
+    assert {"a.txt:1", "a.txt:4", "a.txt:7", "b.txt.gz:1", "b.txt.gz:3", "l.txt.gz:1", "l.txt.gz:5", "w.txt.zst"} <= ids
+    from llm_recipes.curation.sources import parse_sources
+
+    with pytest.raises(ConfigError, match="document_boundary applies to text sources only"):
+        parse_sources([{"name": "j", "kind": "jsonl", "path": str(tmp_path / "json"), "document_boundary": "line"}])
+
+
+def output_rows(out: Path, split: str = "train") -> list[dict]:
+    """The output split read straight from its Parquet file (datasets' cache can serve an earlier test's folder)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(out / "data" / f"{split}-00000-of-00001.parquet").to_pylist()
+
+
+def test_url_filter_uses_the_bundled_suffix_list_offline(caplog, monkeypatch, tmp_path):
+    """With no cached public-suffix list, tldextract fetched it at run time: offline, two tracebacks per task."""
+    monkeypatch.setenv("TLDEXTRACT_CACHE", str(tmp_path / "tldextract"))  # a fresh machine: nothing cached
+    built = build_filters({"url": {"use_integrated_lists": False, "extra_domains": ["spam-farm.com"]}}, "en")
+    (name, url_filter, _), = built
+    assert name == "url" and tuple(url_filter.tldextractor.suffix_list_urls) == ()
+    with caplog.at_level("WARNING"):
+        assert url_filter.filter(doc(ARTICLE, url="https://www.spam-farm.com/page")) == (False, "domain")
+        assert url_filter.filter(doc(ARTICLE, url="https://news.example.co.uk/page")) is True
+    assert not [r for r in caplog.records if r.name.startswith("tldextract")]

@@ -175,9 +175,9 @@ def test_missing_paths(tmp_path, monkeypatch, name):
 
 
 def test_unreadable_sources(tmp_path):
-    (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(DataError, match=r"notes\.txt: unsupported file type '\.txt'"):
-        load_source(str(tmp_path / "notes.txt"))
+    (tmp_path / "notes.docx").write_text("x")
+    with pytest.raises(DataError, match=r"notes\.docx: unsupported file type '\.docx'"):
+        load_source(str(tmp_path / "notes.docx"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"empty: cannot load this folder"):
         load_source(str(tmp_path / "empty"))
@@ -359,8 +359,9 @@ def test_stage_data_from_dataset_name(tmp_path):
     dsd = load_stage_data(args)
     assert {k: len(v) for k, v in dsd.items()} == {"train": 12, "test": 4}
     assert dsd["train"].column_names == ["messages"]
-    no_test = load_stage_data(DataArguments(dataset_name=str(tmp_path / "chat"), dataset_test_split="validation"))
-    assert list(no_test) == ["train"]
+    with pytest.raises(DataError, match=r"no split 'validation' to evaluate on \(available: train, test\)"):
+        load_stage_data(DataArguments(dataset_name=str(tmp_path / "chat"), dataset_test_split="validation"))
+    assert list(load_stage_data(DataArguments(dataset_name=str(tmp_path / "chat"), dataset_test_split="none"))) == ["train"]
     with pytest.raises(DataError, match=r"no split 'training' \(available: train, test\)"):
         load_stage_data(DataArguments(dataset_name=str(tmp_path / "chat"), dataset_train_split="training"))
     single_file = write_jsonl(tmp_path / "one.jsonl", text_rows(3))  # a data file as dataset_name
@@ -383,3 +384,160 @@ def test_stage_data_from_mixture(sources):
 def test_stage_data_needs_a_source():
     with pytest.raises(ConfigError, match="set 'dataset_name' or 'dataset_mixture'"):
         load_stage_data(DataArguments())
+
+
+# ----------------------------------------------------------------------------------------------- plain text, compression
+BOOK_TEXT = "Chapter one.\n\nIt was cold.\nThe clocks struck.\n\n\nChapter two.\n"
+
+
+@pytest.mark.parametrize(("sample_by", "expected"), [
+    ("paragraph", ["Chapter one.", "It was cold.\nThe clocks struck.", "Chapter two."]),
+    ("line", ["Chapter one.", "It was cold.", "The clocks struck.", "Chapter two."]),
+    ("document", [BOOK_TEXT]),
+])
+def test_txt_file_with_a_document_boundary(tmp_path, sample_by, expected):
+    path = tmp_path / "book.txt"
+    path.write_text(BOOK_TEXT)
+    ds = load_source(str(path), text_sample_by=sample_by)
+    assert [t.strip() for t in ds["text"]] == [t.strip() for t in expected]  # blank separators are not documents
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".zst", ".xz"])
+def test_compressed_files_of_every_kind(tmp_path, rows, suffix):
+    import bz2
+    import gzip
+    import lzma
+
+    import zstandard
+
+    compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress,
+                ".zst": zstandard.ZstdCompressor().compress}[suffix]
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    ds = Dataset.from_list(rows)
+    write_jsonl(plain / "a.jsonl", rows)
+    (plain / "a.json").write_text(json.dumps(rows))
+    ds.to_csv(str(plain / "a.csv"), index=False)
+    (plain / "a.txt").write_text("one\n\ntwo\n\nthree\n")
+    for name in ("a.jsonl", "a.json", "a.csv", "a.txt"):
+        packed = tmp_path / (name + suffix)
+        packed.write_bytes(compress((plain / name).read_bytes()))
+        loaded = load_source(str(packed))
+        assert len(loaded) == (3 if name == "a.txt" else 6), packed
+        if name != "a.txt":
+            assert normalise(loaded)[3]["messages"] == [msg(USER, "say 3"), msg(BOT, "3")], packed
+
+
+def test_bad_line_in_a_compressed_file_names_the_line(tmp_path, caplog):
+    import gzip
+
+    path = tmp_path / "bad.jsonl.gz"
+    path.write_bytes(gzip.compress(b'{"text": "a"}\n{"text": "b"\n{"text": "c"}\n'))
+    with pytest.raises(DataError, match=r"bad\.jsonl\.gz: line 2: bad JSON"):
+        load_source(str(path))
+    with caplog.at_level(logging.WARNING, logger="llm_recipes"):
+        assert list(load_source(str(path), on_bad_row="drop")["text"]) == ["a", "c"]
+    assert "dropped 1 malformed line(s): 2" in caplog.text
+
+
+def test_unsupported_compressed_type_is_named(tmp_path):
+    import gzip
+
+    (tmp_path / "notes.docx.gz").write_bytes(gzip.compress(b"x"))
+    with pytest.raises(DataError, match=r"notes\.docx\.gz: unsupported file type '\.docx\.gz'"):
+        load_source(str(tmp_path / "notes.docx.gz"))
+
+
+def test_folder_of_txt_books(tmp_path):
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "a.txt").write_text("A one.\n\nA two.\n")
+    (books / "b.txt").write_text("B one.\n\nB two.\n\nB three.\n")
+    assert len(load_source(str(books), text_sample_by="document")) == 2
+    assert len(load_source(str(books), text_sample_by="paragraph")) == 5
+
+
+# ----------------------------------------------------------------------------------------------- the held-out split
+def two_splits(tmp_path, held_out: str):
+    save_dataset(DatasetDict({"train": Dataset.from_list(text_rows(20)), held_out: Dataset.from_list(text_rows(5, "h"))}),
+                 tmp_path / held_out, "t", "d")
+    return str(tmp_path / held_out)
+
+
+@pytest.mark.parametrize("held_out", ["validation", "test"])
+def test_default_held_out_split_is_found_by_every_stage(tmp_path, held_out):
+    """One rule for every stage: unset, the held-out split is `validation`, else `test`."""
+    from llm_recipes.configs import PretrainConfig, TokenizerArguments
+    from llm_recipes.pretrain import load_text_splits
+
+    folder = two_splits(tmp_path, held_out)
+    assert len(load_stage_data(DataArguments(dataset_name=folder))["test"]) == 5
+    _, test = load_text_splits(DataArguments(dataset_name=folder), PretrainConfig(output_dir=str(tmp_path / "o")))
+    assert test is not None and len(test) == 5
+    assert TokenizerArguments().dataset_test_split == DataArguments().dataset_test_split
+
+
+def test_named_held_out_split_that_is_missing_is_an_error(tmp_path):
+    from llm_recipes.configs import PretrainConfig
+    from llm_recipes.pretrain import load_text_splits
+
+    folder = two_splits(tmp_path, "validation")
+    expected = r"no split 'test' to evaluate on \(available: train, validation\)"
+    with pytest.raises(DataError, match=expected):
+        load_stage_data(DataArguments(dataset_name=folder, dataset_test_split="test"))
+    with pytest.raises(DataError, match=expected):
+        load_text_splits(DataArguments(dataset_name=folder, dataset_test_split="test"),
+                         PretrainConfig(output_dir=str(tmp_path / "o")))
+    assert list(load_stage_data(DataArguments(dataset_name=folder, dataset_test_split="none"))) == ["train"]
+
+
+def test_tokenizer_named_held_out_split_that_is_missing_is_an_error(tmp_path):
+    import importlib.util
+
+    from conftest import REPO_ROOT
+    from llm_recipes.configs import TokenizerArguments
+
+    spec = importlib.util.spec_from_file_location("tokenizer_script", REPO_ROOT / "scripts" / "tokenizer.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    folder = two_splits(tmp_path, "validation")
+    with pytest.raises(DataError, match=r"no split 'test' to evaluate on \(available: train, validation\)"):
+        script.main(TokenizerArguments(dataset_name=folder, dataset_test_split="test", output_dir=str(tmp_path / "t")))
+    assert not (tmp_path / "t").exists()
+
+
+def test_pretraining_evaluation_without_held_out_data_is_an_error(tmp_path, caplog):
+    from llm_recipes.configs import PretrainConfig
+    from llm_recipes.pretrain import load_text_splits
+
+    only_train = write_jsonl(tmp_path / "docs.jsonl", text_rows(20))
+    cfg = PretrainConfig(output_dir=str(tmp_path / "o"))  # eval_before_training: true by default
+    with pytest.raises(DataError, match=r"docs\.jsonl: no held-out split to evaluate on \(available: train\)"):
+        load_text_splits(DataArguments(dataset_name=only_train), cfg)
+    with caplog.at_level(logging.INFO, logger="llm_recipes"):
+        train, test = load_text_splits(DataArguments(dataset_name=only_train, dataset_test_split_size=0.25), cfg)
+    assert (len(train), len(test)) == (15, 5) and not set(train["text"]) & set(test["text"])
+    assert "held out 5 of the 20 rows of train" in caplog.text
+    cfg.eval_before_training = False  # no evaluation asked for: training alone is fine
+    train, test = load_text_splits(DataArguments(dataset_name=only_train), cfg)
+    assert len(train) == 20 and test is None
+
+
+def test_held_out_share_is_seeded_and_logged(tmp_path, caplog):
+    only_train = write_jsonl(tmp_path / "docs.jsonl", text_rows(20))
+    args = DataArguments(dataset_name=only_train, dataset_test_split_size=0.2)
+    with caplog.at_level(logging.INFO, logger="llm_recipes"):
+        first, again, other = load_stage_data(args, seed=1), load_stage_data(args, seed=1), load_stage_data(args, seed=2)
+    assert list(first["test"]["text"]) == list(again["test"]["text"]) != list(other["test"]["text"])
+    assert (len(first["train"]), len(first["test"])) == (16, 4)
+    assert "held out 4 of the 20 rows of train (dataset_test_split_size 0.2, seed 1)" in caplog.text
+
+
+def test_mixture_entry_cuts_plain_text_and_keeps_its_own_held_out_share(tmp_path, sources):
+    (tmp_path / "poem.txt").write_text("line one\nline two\n\nline three\n")
+    dsd = load_mixture({"datasets": [{"path": str(tmp_path / "poem.txt"), "sample_by": "line"},
+                                     {"path": str(tmp_path / "poem.txt")}, {"path": sources["a"]}]})
+    assert len(dsd["train"]) == 3 + 2 + 10  # three lines, two paragraphs, ten JSON rows
+    args = DataArguments(dataset_mixture={"datasets": [{"path": sources["a"]}]}, dataset_test_split_size=0.2)
+    with pytest.raises(ConfigError, match="dataset_mixture.test_split_size"):
+        load_stage_data(args)

@@ -52,6 +52,7 @@ def test_evaluate_script_compares_a_full_model_and_an_adapter(tmp_path, toy_data
     assert [m["name"] for m in results["models"]] == ["base", "lora"]
     for name in ("base", "lora"):
         assert set(results["benchmarks"][name]) == {"facts_mc", "facts_gen", "corpus_ppl", "toy_code"}
+        assert results["benchmark_n"][name] == {"facts_mc": 4, "facts_gen": 4, "corpus_ppl": 4, "toy_code": 4}  # limit: 4
         n_prompts = len((toy_data_dir / "benchmarks" / "redteam.jsonl").read_text().splitlines())
         assert results["red_team"][name]["n"] == n_prompts * 3  # every prompt under 3 jailbreak wrappers
         assert set(results["bias"][name]) == {"loglik", "answer"}  # a reward *function* scores no bias
@@ -95,4 +96,34 @@ def test_bad_input_exits_2_with_one_line(tmp_path, toy_data_dir):
     proc = run_script("evaluate.py", "--config", _recipe(tmp_path, toy_data_dir, ["/nonexistent/model"]))
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
-    assert last == "error: models: '/nonexistent/model' does not exist", proc.stderr[-1500:]
+    # one line naming the key and the path (the wording is the shared model-path check's)
+    assert last.startswith("error: models: ") and "/nonexistent/model" in last, proc.stderr[-1500:]
+
+
+@pytest.mark.slow
+def test_gsm8k_through_the_evaluate_script_with_logged_samples(tmp_path, tiny_model_dir):
+    """The evaluate stage on GSM8K in its Hub layout, with a model whose replies are known: results.json holds the
+    exact match and the number of examples scored, samples/ the generations it was computed from."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from test_eval_tasks import WORKED_REPLY, _gsm8k_exact_match_by_hand, _gsm8k_layout, train_to_reply
+
+    model_dir = tmp_path / "answers"
+    model, tokenizer = train_to_reply(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                                      AutoTokenizer.from_pretrained(tiny_model_dir))
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    data = _gsm8k_layout(tmp_path / "gsm8k", "hub")
+    recipe = tmp_path / "eval.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "models": [str(model_dir)], "model_names": ["answers"], "num_fewshot": 0, "log_samples": True,
+        "benchmarks": {"gsm8k": {"type": "generate_until", "data_files": data, "answer_regex": "gsm8k", "max_gen_toks": 32}},
+        "output_dir": str(tmp_path / "out")}))
+    proc = run_script("evaluate.py", "--config", str(recipe))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    samples = [json.loads(line) for line in (tmp_path / "out" / "samples" / "answers" / "gsm8k.jsonl").read_text().splitlines()]
+    assert [s["resps"][0][0] for s in samples] == [WORKED_REPLY] * 5
+    assert results["benchmarks"]["answers"]["gsm8k"]["exact_match"] == pytest.approx(_gsm8k_exact_match_by_hand(samples))
+    assert _gsm8k_exact_match_by_hand(samples) == pytest.approx(3 / 5)
+    assert results["benchmark_n"] == {"answers": {"gsm8k": 5}}

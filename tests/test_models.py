@@ -127,6 +127,123 @@ def test_trust_remote_code_is_off_by_default(tiny_model_dir):
     assert models.model_load_kwargs(ModelArguments(model_name_or_path=str(tiny_model_dir)))["trust_remote_code"] is False
 
 
+def _to_pickle(safetensors_file, pickle_file):
+    """transformers 5 and PEFT save safetensors only: an old pickled checkpoint is made by hand."""
+    from safetensors.torch import load_file
+
+    torch.save(load_file(safetensors_file), pickle_file)
+    safetensors_file.unlink()
+
+
+def _pickled_copy(source_dir, out, model_cls=None):
+    """`source_dir`'s model saved as pickled `pytorch_model.bin` (what an old checkpoint holds), with its tokenizer."""
+    from transformers import AutoModelForCausalLM
+
+    model = (model_cls or AutoModelForCausalLM).from_pretrained(source_dir)  # (test setup: the library itself)
+    model.save_pretrained(out)
+    _to_pickle(out / "model.safetensors", out / "pytorch_model.bin")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(source_dir / name, out)
+    assert (out / "pytorch_model.bin").exists() and not list(out.glob("*.safetensors"))
+    return out
+
+
+def test_every_model_load_goes_through_the_one_loader():
+    """`from_pretrained` of a model class (transformers or PEFT) appears only in models.py, whose loader passes
+    use_safetensors=True and turns a bad path into a one-line error."""
+    import re
+
+    from conftest import REPO_ROOT
+
+    call = re.compile(r"\b(AutoModel\w*|PeftModel|AutoPeftModel\w*|\w+For(CausalLM|SequenceClassification))\.from_pretrained\(")
+    offenders = []
+    for path in [*(REPO_ROOT / "src").rglob("*.py"), *(REPO_ROOT / "scripts").rglob("*.py")]:
+        if path.name == "models.py" and path.parent.name == "llm_recipes":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            code = line.split("#")[0]
+            if call.search(code) and not re.search(r"[\x27\x22].*from_pretrained", code):  # not inside a string
+                offenders.append(f"{path.relative_to(REPO_ROOT)}:{number}")
+    assert offenders == []
+
+
+def test_ppo_reference_with_pickled_weights_is_refused(tiny_model_dir, tmp_path):
+    # PPO's ref_model_path went through alignment.load_causal_lm, which loaded pytorch_model.bin
+    from llm_recipes import alignment
+
+    pickled = _pickled_copy(tiny_model_dir, tmp_path / "ref")
+    with pytest.raises(ConfigError, match=r"^ref_model_path: .*only pickled weights \(pytorch_model.bin\)"):
+        alignment.load_causal_lm(str(pickled), key="ref_model_path")
+
+
+def test_reward_model_with_pickled_weights_is_refused(tiny_model_dir, tmp_path):
+    # the alignment evaluation loaded its reward model with a plain from_pretrained (pickles allowed)
+    from transformers import AutoModelForSequenceClassification
+
+    pickled = _pickled_copy(tiny_model_dir, tmp_path / "rm", AutoModelForSequenceClassification)
+    with pytest.raises(ConfigError, match=r"^reward_model_path: .*only pickled weights"):
+        models.load_pretrained(AutoModelForSequenceClassification, str(pickled), "reward_model_path")
+
+
+def test_pickled_adapter_is_refused(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)  # (test setup)
+    adapter = tmp_path / "adapter"
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(adapter)
+    loaded = models.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(adapter))
+    assert "default" in loaded.peft_config and any("lora_A" in n for n, _ in loaded.named_parameters())  # loads
+    _to_pickle(adapter / "adapter_model.safetensors", adapter / "adapter_model.bin")
+    with pytest.raises(ConfigError, match="only pickled adapter weights"):
+        models.check_local_weights(str(adapter))
+    with pytest.raises(ConfigError, match="only safetensors are loaded"):
+        models.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(adapter))
+
+
+@pytest.mark.parametrize("keep_bytes", [100, 20, 4])
+def test_truncated_safetensors_is_a_one_line_error(tiny_model_dir, tokenizer, tmp_path, keep_bytes):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) - keep_bytes] if keep_bytes == 100 else data[:keep_bytes])
+    with pytest.raises(ConfigError, match=r"model.safetensors: truncated or corrupt safetensors file") as err:
+        models.load_model(ModelArguments(model_name_or_path=str(broken)), tokenizer)
+    assert "\n" not in str(err.value)
+
+
+def test_paths_that_are_no_model_are_one_line_errors(tiny_model_dir, toy_data_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    cases = {
+        str(tmp_path / "nope"): "no such folder",
+        "runs-that-do-not-exist/a/b": "no such folder",
+        str(toy_data_dir / "sft"): r"not a model folder \(no config.json\)",  # a dataset folder
+        "nobody-here/no-such-model": "cannot be loaded as a model",  # a Hub id, offline
+    }
+    for path, message in cases.items():
+        with pytest.raises(ConfigError, match=f"^model_name_or_path: .*{message}") as err:
+            models.load_pretrained(AutoModelForCausalLM, path)
+        assert "\n" not in str(err.value)
+
+
+def test_tokenizer_sources_are_checked(tiny_model_dir, toy_data_dir, tmp_path):
+    # a folder without a tokenizer made transformers suggest installing sentencepiece
+    weights_only = tmp_path / "weights_only"
+    weights_only.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_model_dir / name, weights_only)
+    with pytest.raises(ConfigError, match="^model_name_or_path: .*no tokenizer in the folder"):
+        models.load_tokenizer(ModelArguments(model_name_or_path=str(weights_only)))
+    with pytest.raises(ConfigError, match="^tokenizer_name_or_path: .*no such folder"):
+        models.load_tokenizer(ModelArguments(model_name_or_path=str(tiny_model_dir),
+                                             tokenizer_name_or_path=str(tmp_path / "tok")))
+    with pytest.raises(ConfigError, match="^model_name_or_path: .*no tokenizer"):
+        models.check_local_weights(str(weights_only), tokenizer=True)
+    models.check_local_weights(str(tiny_model_dir), tokenizer=True)  # the good folder passes
+
+
 # ----------------------------------------------------------------------------------------------- QLoRA / LoRA
 def test_4bit_without_peft_is_a_config_error(tiny_model_dir, tokenizer):
     args = ModelArguments(model_name_or_path=str(tiny_model_dir), load_in_4bit=True)

@@ -124,7 +124,7 @@ def test_bad_datasets_fail_clearly(tmp_path, tokenizer_dir):
     with pytest.raises(DataError, match="empty"):
         load_text_splits(DataArguments(dataset_name=str(tmp_path / "empty")), cfg)
     cfg.text_column = "content"  # the right column name makes the same data usable
-    train, _ = load_text_splits(DataArguments(dataset_name=str(tmp_path / "nocol")), cfg)
+    train, _ = load_text_splits(DataArguments(dataset_name=str(tmp_path / "nocol"), dataset_test_split="none"), cfg)
     assert train.column_names == ["text"]
 
     result = run_script("pretrain.py", "--dataset_name", str(tmp_path / "nocol"), "--tokenizer_name_or_path",

@@ -148,8 +148,8 @@ def test_eval_strategy_without_an_eval_split_is_a_one_line_error(tmp_path, env, 
     proc = subprocess.run(sft_command(recipe), cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
-        "error: eval_strategy: 'steps' needs an eval split, and the data has no 'validation' split "
-        '(set dataset_test_split, or eval_strategy: "no")'
+        f"error: {toy_data_dir / 'sft'}: no split 'validation' to evaluate on (available: train, test); set "
+        "dataset_test_split to one of them, or to 'none' (dataset_test_split_size holds out a share of train)"
     )
     assert "Traceback" not in proc.stderr and not output_of(recipe).exists()
 

@@ -51,7 +51,7 @@ def test_streaming_and_held_out_from_train(toy_data_dir, tmp_path, caplog):
     for streaming in (False, True):
         out = tmp_path / f"tok_{streaming}"
         script.main(TokenizerArguments(dataset_name=str(toy_data_dir / "corpus"), vocab_size=300,
-                                       dataset_test_split=None, streaming=streaming, output_dir=str(out)))
+                                       dataset_test_split="none", streaming=streaming, output_dir=str(out)))
         outs[streaming] = json.loads((out / "llm_recipes.json").read_text())
     assert outs[False]["train_texts"] == 108 - 10 and outs[False]["heldout_texts"] == 10
     assert outs[True]["train_texts"] == outs[False]["train_texts"]

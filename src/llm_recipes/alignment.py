@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from datasets import DatasetDict
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from llm_recipes import data, models, training
@@ -65,11 +66,9 @@ def _with_model(model_args, path: str):
 
 def _merged_folder(model_args, adapter_dir: str, base: str, tokenizer, trust_remote_code: bool) -> str:
     """Merge an adapter into its (full precision) base, saved to a temporary folder removed at exit."""
-    from peft import PeftModel
-
     full_args = dataclasses.replace(model_args, model_name_or_path=base, load_in_4bit=False, load_in_8bit=False)
     base_model = models.load_model(full_args, tokenizer, trust_remote_code=trust_remote_code)
-    merged = PeftModel.from_pretrained(base_model, adapter_dir).merge_and_unload()
+    merged = models.load_adapter(base_model, adapter_dir).merge_and_unload()
     folder = tempfile.mkdtemp(prefix="llm-recipes-merged-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     merged.save_pretrained(folder)
@@ -101,31 +100,51 @@ def load_policy(model_args, tokenizer, trust_remote_code: bool = False):
         return models.load_model(model_args, tokenizer, trust_remote_code=trust_remote_code), models.peft_config(model_args), False
     base = adapter_base(path, getattr(model_args, "base_model_name_or_path", None))
     if model_args.use_peft:
-        from peft import PeftModel
-
         base_model = models.load_model(_with_model(model_args, base), tokenizer, trust_remote_code=trust_remote_code)
         if getattr(base_model, "is_loaded_in_4bit", False) or getattr(base_model, "is_loaded_in_8bit", False):
             from peft import prepare_model_for_kbit_training
 
             base_model = prepare_model_for_kbit_training(base_model, use_gradient_checkpointing=False)
-        model = PeftModel.from_pretrained(base_model, path, is_trainable=True)
+        model = models.load_adapter(base_model, path, is_trainable=True)
         logger.info("continuing adapter %s on base %s", path, base)
         return model, None, True
     merged = _merged_folder(model_args, path, base, tokenizer, trust_remote_code)
     return models.load_model(_with_model(model_args, merged), tokenizer, trust_remote_code=trust_remote_code), None, True
 
 
-def load_causal_lm(path: str, base_override: str | None = None, **kwargs):
+def load_causal_lm(path: str, base_override: str | None = None, key: str = "model_name_or_path", **kwargs):
     """A causal LM for inference from a full folder/id or an adapter folder (merged into its base)."""
     if not is_adapter_folder(path):
-        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    from peft import PeftModel
-
-    base = AutoModelForCausalLM.from_pretrained(adapter_base(path, base_override), **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+        return models.load_pretrained(AutoModelForCausalLM, path, key, **kwargs)
+    base = models.load_pretrained(AutoModelForCausalLM, adapter_base(path, base_override), f"{key} (adapter base)", **kwargs)
+    tokenizer = models.load_tokenizer_from(path, key)
     if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:
         base.resize_token_embeddings(len(tokenizer))
-    return PeftModel.from_pretrained(base, path).merge_and_unload()
+    return models.load_adapter(base, path, key).merge_and_unload()
+
+
+DEFAULT_HELD_OUT = 0.05  # share of the pairs a preference stage holds out when the data has no test split
+
+
+def ensure_eval_split(dataset: DatasetDict, data_args, seed: int, measures: str) -> DatasetDict:
+    """The eval split of a preference stage: the data's own held-out split; else `dataset_test_split_size` of the
+    training pairs, by default DEFAULT_HELD_OUT (held out with `seed`, logged), so that the stage's figures are
+    measured. `dataset_test_split_size: 0` holds out nothing, and the log says that `measures` will not be
+    measured."""
+    if "test" in dataset:
+        return dataset
+    size = data_args.dataset_test_split_size
+    if size == 0:
+        logger.warning("no eval split (the data has none and dataset_test_split_size is 0): %s will be measured", measures)
+        return dataset
+    source = ", ".join(data.dataset_sources(data_args))
+    train, test = data.hold_out(dataset["train"], DEFAULT_HELD_OUT if size is None else size, seed, f"{source}: no held-out split")
+    logger.info("eval split: the %d pairs held out (dataset_test_split_size: 0 trains on all pairs; then %s is measured)",
+                len(test), measures)
+    if data_args.eval_max_samples and len(test) > data_args.eval_max_samples:
+        test = test.select(range(data_args.eval_max_samples))
+        logger.info("eval split capped at %d pairs (eval_max_samples)", data_args.eval_max_samples)
+    return DatasetDict({"train": train, "test": test})
 
 
 def upcast_trainable(model, training_args) -> None:

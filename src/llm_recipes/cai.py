@@ -24,6 +24,7 @@ import logging
 import os
 import random
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -352,24 +353,103 @@ def _assistant(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
 
+def _left_out_because(row: dict, output: str) -> str | None:
+    """Why a generated row is not written to `output` (sft, preferences, feedback), or None when it is."""
+    if output == "feedback":
+        if not row["chosen"].strip() or not row["rejected"].strip():
+            return "empty answer"
+        return "two answers identical" if row["chosen"].strip() == row["rejected"].strip() else None
+    if not row["revision"].strip():
+        return "empty revision"
+    if output == "preferences":
+        if not row["initial"].strip():
+            return "empty first answer"
+        if row["revision"].strip() == row["initial"].strip():
+            return "revision same as first answer"
+    return None
+
+
+def left_out(rows: list[dict], output: str) -> dict[str, int]:
+    """How many rows `output` leaves out, by reason."""
+    reasons = [_left_out_because(r, output) for r in rows]
+    return {reason: reasons.count(reason) for reason in sorted({r for r in reasons if r})}
+
+
+def empty_generations(rows: list[dict], mode: str) -> dict[str, int]:
+    """How many generated texts came back empty, by kind (a weak model decoding greedily often ends its reply at
+    once)."""
+    if mode == "feedback":
+        return {"answers": sum(not a.strip() for r in rows for a in (r["answer_a"], r["answer_b"])),
+                "judge_replies": sum(not r["rationale"].strip() for r in rows)}
+    return {"answers": sum(not r["initial"].strip() for r in rows),
+            "critiques": sum(not x["critique"].strip() for r in rows for x in r["rounds"]),
+            "revisions": sum(not x["revision"].strip() for r in rows for x in r["rounds"])}
+
+
+def describe_empty(rows: list[dict], mode: str) -> str:
+    """'3 of 12 answers, 0 of 12 critiques, 5 of 12 revisions': empty generations out of those made."""
+    rounds = sum(len(r.get("rounds", [])) for r in rows)
+    made = {"answers": len(rows) * (2 if mode == "feedback" else 1), "critiques": rounds, "revisions": rounds,
+            "judge_replies": len(rows)}
+    return ", ".join(f"{n} of {made[what]} {what}" for what, n in empty_generations(rows, mode).items())
+
+
 def sft_rows(rows: list[dict]) -> list[dict]:
     """prompt + final revision as `messages` (rows with an empty revision are left out)."""
     return [{"messages": _user(r["prompt"]) + _assistant(r["revision"]), "principles": [x["principle"] for x in r["rounds"]],
-             "index": r["index"]} for r in rows if r["revision"]]
+             "index": r["index"]} for r in rows if _left_out_because(r, "sft") is None]
 
 
 def preference_rows(rows: list[dict]) -> list[dict]:
-    """The revision chosen over the first answer (left out when the two are equal or the revision is empty)."""
+    """The revision chosen over the first answer (left out when either is empty or the two are equal)."""
     return [{"prompt": _user(r["prompt"]), "chosen": _assistant(r["revision"]), "rejected": _assistant(r["initial"]),
              "principles": [x["principle"] for x in r["rounds"]], "index": r["index"]}
-            for r in rows if r["revision"] and r["revision"].strip() != r["initial"].strip()]
+            for r in rows if _left_out_because(r, "preferences") is None]
 
 
 def feedback_rows(rows: list[dict]) -> list[dict]:
-    """AI-feedback pairs in TRL's format, with the principle and the judge's rationale (ties left out)."""
+    """AI-feedback pairs in TRL's format, with the principle and the judge's rationale (empty answers and ties
+    left out)."""
     return [{"prompt": _user(r["prompt"]), "chosen": _assistant(r["chosen"]), "rejected": _assistant(r["rejected"]),
              "principle": r["principle"], "rationale": r["rationale"], "choice_from": r["choice_from"], "index": r["index"]}
-            for r in rows if r["chosen"].strip() != r["rejected"].strip()]
+            for r in rows if _left_out_because(r, "feedback") is None]
+
+
+OUTPUTS = {  # output dataset -> (the generation mode it is made from, row builder, description for its card)
+    "sft": ("revision", sft_rows, "Prompt + final revision (TRL `messages`), for sft.py."),
+    "preferences": ("revision", preference_rows,
+                    "Revision chosen over the first answer (prompt, chosen, rejected), for dpo.py / reward.py."),
+    "feedback": ("feedback", feedback_rows,
+                 "AI-feedback pairs: a judge picked the better of two sampled answers by a principle (with its rationale)."),
+}
+
+
+def usable_outputs(generated: dict[str, list[dict]], output_dir: str) -> tuple[dict[str, tuple[list[dict], str]], dict]:
+    """The rows of each output dataset made from the generated rows (by mode), and their accounting: empty
+    generations by kind, rows per output, rows left out by reason (all logged). An output with no usable row is
+    not written; when no output has one, a DataError says why, and the stored generations are removed too."""
+    stats: dict = {}
+    for mode, rows in generated.items():
+        stats["empty_generations" if mode == "revision" else f"empty_generations_{mode}"] = empty_generations(rows, mode)
+        logger.info("%s: empty generations: %s", mode, describe_empty(rows, mode))
+    outputs = {}
+    for name, (mode, build, description) in OUTPUTS.items():
+        if mode not in generated:
+            continue
+        rows = build(generated[mode])
+        outputs[name] = (rows, description)
+        stats[f"{name}_rows"], stats[f"{name}_left_out"] = len(rows), left_out(generated[mode], name)
+        if stats[f"{name}_left_out"]:
+            logger.warning("%s: %d of %d rows left out (%s)%s", name, len(generated[mode]) - len(rows), len(generated[mode]),
+                           ", ".join(f"{n} {why}" for why, n in stats[f"{name}_left_out"].items()),
+                           "" if rows else ": no usable rows, not written")
+    if not any(rows for rows, _ in outputs.values()):
+        shutil.rmtree(Path(output_dir) / WORK_DIR, ignore_errors=True)  # nothing usable: a rerun with other settings starts afresh
+        raise DataError(
+            f"{output_dir}: no usable rows ("
+            + "; ".join(f"{mode}: empty generations {describe_empty(rows, mode)}" for mode, rows in generated.items())
+            + "); nothing written; try do_sample: true, a larger max_new_tokens or few_shot examples")
+    return {name: out for name, out in outputs.items() if out[0]}, stats
 
 
 def split(rows: list[dict], test_fraction: float, seed: int):
@@ -388,9 +468,16 @@ def split(rows: list[dict], test_fraction: float, seed: int):
 
 # ----------------------------------------------------------------------------------------------- stage helpers
 def load_prompts(args) -> list[str]:
-    """The prompt texts of the configured dataset (first `max_prompts`)."""
+    """The prompt texts of the configured dataset (first `max_prompts`). With `prompts_split` unset, the dataset's
+    only split is used (and recorded in `args.prompts_split`); a dataset with several splits needs it set."""
     from llm_recipes.data import load_source
 
+    if args.prompts_split is None:
+        splits = list(load_source(args.prompts, args.prompts_config, split=None))
+        if len(splits) != 1:
+            raise ConfigError(f"{args.prompts}: several splits ({', '.join(splits)}); set prompts_split to one of them")
+        args.prompts_split = splits[0]
+        logger.info("prompts: %s, split '%s' (its only split)", args.prompts, args.prompts_split)
     ds = load_source(args.prompts, args.prompts_config, args.prompts_split)
     if args.max_prompts is not None:
         ds = ds.select(range(min(len(ds), args.max_prompts)))
@@ -404,16 +491,14 @@ def load_prompts(args) -> list[str]:
 
 def load_generator(path: str, args):
     """A generator for a model (Hub id, folder or adapter folder) on the configured backend."""
-    from transformers import AutoTokenizer
-
     from llm_recipes.alignment import load_causal_lm
     from llm_recipes.chat_templates import setup_chat_template
-    from llm_recipes.models import check_local_weights, resolve_dtype
+    from llm_recipes.models import check_local_weights, load_tokenizer_from, resolve_dtype
 
     check_local_weights(path)
     if args.backend == "vllm":
         return VLLMGenerator(path, args.max_new_tokens, args.temperature, args.top_p, args.dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=args.trust_remote_code)
+    tokenizer = load_tokenizer_from(path, "model_name_or_path", trust_remote_code=args.trust_remote_code)
     setup_chat_template(tokenizer)
     model = load_causal_lm(path, dtype=resolve_dtype(args.dtype), trust_remote_code=args.trust_remote_code)
     if torch.cuda.is_available():

@@ -30,6 +30,7 @@ def load(model: str, subfolder: str = ""):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from llm_recipes.models import load_pretrained
     from llm_recipes.training import cpu_threads
 
     if not torch.cuda.is_available():
@@ -37,9 +38,8 @@ def load(model: str, subfolder: str = ""):
     tokenizer = AutoTokenizer.from_pretrained(model, subfolder=subfolder)
     if not tokenizer.chat_template:
         raise SystemExit(f"error: {model}: the tokenizer has no chat template (chat_template.jinja / tokenizer_config.json)")
-    lm = AutoModelForCausalLM.from_pretrained(
-        model, subfolder=subfolder, device_map={"": 0 if torch.cuda.is_available() else "cpu"}, use_safetensors=True
-    )
+    lm = load_pretrained(AutoModelForCausalLM, model, "model", subfolder=subfolder,
+                         device_map={"": 0 if torch.cuda.is_available() else "cpu"})
     lm.eval()
     return lm, tokenizer
 

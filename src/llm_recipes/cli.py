@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 
 from llm_recipes import REPO_ROOT
 from llm_recipes.errors import RecipeError
-from llm_recipes.pipeline import DEFAULT_ACCELERATE_CONFIG, run_pipeline
+from llm_recipes.pipeline import DEFAULT_ACCELERATE_CONFIG, run_pipeline, run_stage_process
 
 TOY_PIPELINE = "recipes/toy/pipeline.yaml"
 
@@ -68,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", args.accelerate_config,
                f"scripts/{args.command}.py", *rest]
-    return subprocess.call(command)
+    return run_stage_process(command, env=dict(os.environ), cwd=REPO_ROOT)  # signals reach every rank
 
 
 if __name__ == "__main__":

@@ -32,7 +32,27 @@ class DataArguments:
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Config (subset) name of `dataset_name`."})
     dataset_train_split: str = field(default="train", metadata={"help": "Split used for training."})
-    dataset_test_split: str = field(default="test", metadata={"help": "Split used for evaluation, if present."})
+    dataset_test_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out split used for evaluation. Unset: `validation`, else `test` (the same rule in every "
+            "stage); 'none': no held-out split. A split named here that the data lacks is an error."
+        },
+    )
+    dataset_test_split_size: float | None = field(
+        default=None,
+        metadata={
+            "help": "When the data has no held-out split: hold out this share (< 1) or number of rows (>= 1) of "
+            "train for evaluation, drawn with the stage's seed (logged)."
+        },
+    )
+    text_sample_by: str = field(
+        default="paragraph",
+        metadata={
+            "help": "Plain-text (.txt) files: one document per paragraph (blank line), per line, or per file.",
+            "choices": ["paragraph", "line", "document"],
+        },
+    )
     dataset_mixture: dict | None = field(
         default=None,
         metadata={
@@ -202,22 +222,200 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
     if not torch.cuda.is_available():
         parser.set_defaults(**{k: v for k, v in CPU_OVERRIDES.items() if k in known})
     try:
-        return tuple(parser.parse_args_into_dataclasses(args=args))
+        parsed = tuple(parser.parse_args_into_dataclasses(args=args))
     except (ValueError, TypeError) as err:  # raised by the dataclasses' __post_init__ checks
         raise ConfigError(f"{path or 'command line'}: {str(err).strip().splitlines()[0]}") from None
+    from_cli = set(flags) | {f[3:] for f in flags if f.startswith("no_")}
+    check_values(parsed, lambda key: "command line" if key in from_cli or key not in config else path)
+    return parsed
+
+
+# ----------------------------------------------------------------------------------------------- value checks
+# Checked for every stage right after parsing, by field name (TRL's and transformers' own dataclasses included), so
+# that a bad number stops the stage before anything loads: TrainingArguments takes a negative learning rate or a
+# batch size of 0 and fails only after the model loaded (or, as `max_length: -5` did, trains and reports success).
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+VALUE_RULES: dict[str, tuple[Any, str]] = {
+    **{key: (lambda v: v > 0, "must be > 0") for key in (
+        "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+        "batch_size", "block_size", "vocab_size", "model_max_length", "max_new_tokens", "max_gen_toks",
+        "response_length", "eval_max_length", "num_ppo_epochs", "num_mini_batches", "local_rollout_forward_batch_size",
+        "n_entities", "code_timeout", "code_memory_mb", "code_max_processes", "revision_rounds", "kl_samples",
+        "extract_timeout", "tasks", "mix_max_repeat", "cliprange", "cliprange_value", "temperature",
+        "max_length", "max_prompt_length", "max_completion_length", "max_seq_length", "eval_max_samples", "max_texts",
+        "max_prompts", "comparison_limit", "total_episodes", "max_tokens", "num_layers", "hidden_size", "num_heads",
+        "num_kv_heads", "intermediate_size", "max_position_embeddings", "dataset_num_proc", "peak_flops",
+        "mix_total_documents", "limit", "lora_r", "lora_alpha", "logging_steps", "save_steps", "eval_steps",
+        "num_generations",
+    )},
+    **{key: (lambda v: v >= 0, "must be >= 0") for key in (
+        "weight_decay", "warmup_steps", "warmup_ratio", "max_grad_norm", "kl_coef", "beta", "ptx_coef", "vf_coef",
+        "num_fewshot", "label_smoothing_factor", "value_head_init_std", "missing_eos_penalty", "seed",
+        "save_total_limit", "heldout_texts", "min_frequency",
+    )},
+    **{key: (lambda v: 0 <= v < 1, "must be in [0, 1)") for key in (
+        "test_fraction", "heldout_fraction", "validation_fraction", "lora_dropout",
+    )},
+    **{key: (lambda v: 0 <= v <= 1, "must be in [0, 1]") for key in ("gamma", "lam")},
+    "top_p": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "max_steps": (lambda v: v >= -1, "must be -1 (train by epochs) or a number of steps"),
+}
+
+
+def check_values(parsed: Sequence[Any], where) -> None:
+    """Numbers in range and chat templates that compile, for every parsed dataclass; `where(key)` names the file or
+    the command line the value came from."""
+    for args in parsed:
+        values = vars(args)
+        for key, (ok, rule) in VALUE_RULES.items():
+            value = values.get(key)
+            if _number(value) and not ok(value):
+                raise ConfigError(f"{where(key)}: key '{key}' {rule}, got {value!r}")
+        if _number(values.get("num_train_epochs")) and values["num_train_epochs"] <= 0 and values.get("max_steps", -1) <= 0:
+            raise ConfigError(f"{where('num_train_epochs')}: key 'num_train_epochs' must be > 0 (or set max_steps), "
+                              f"got {values['num_train_epochs']!r}")
+        template = values.get("chat_template")
+        if isinstance(template, str):
+            _check_chat_template(template, where("chat_template"))
+
+
+def _check_chat_template(template: str, where: str) -> None:
+    from jinja2 import TemplateError
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    from llm_recipes.chat_templates import resolve_template
+
+    try:
+        resolve_template(template)  # a built-in name, or Jinja
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    if "{%" in template or "{{" in template:
+        try:  # compiled as transformers compiles it (sandboxed, with the {% generation %} extension)
+            _compile_jinja_template(template)
+        except TemplateError as err:
+            line = f"line {err.lineno}: " if getattr(err, "lineno", None) else ""
+            raise ConfigError(f"{where}: key 'chat_template' is not valid Jinja ({line}{err.message or err})") from None
+
+
+# ----------------------------------------------------------------------------------------------- input checks
+# Models, tokenizers and datasets named by a stage, checked before anything loads (run_cli; not in parse_config,
+# which also parses recipes whose inputs an earlier stage has yet to write). Model keys: whether the folder must hold
+# a tokenizer too (the stage loads it from there).
+MODEL_KEYS = {
+    "model_name_or_path": True, "base_model_name_or_path": False, "ref_model_path": False, "value_model_path": True,
+    "reward_model_path": True, "reward_model": True, "judge_model": True, "judge_model_name_or_path": True,
+    "reference_model": True, "models": True,
+}
+DATA_KEYS = ("dataset_name", "questions", "preferences", "prompts", "ptx_dataset_name", "eval_dataset",
+             "redteam_prompts", "jailbreaks", "bias_pairs", "comparison_prompts", "constitution", "few_shot")
+REQUIRED = {
+    "ModelArguments": ("model_name_or_path",), "AlignmentModelArguments": ("model_name_or_path",),
+    "InitModelArguments": ("tokenizer_name_or_path",), "CAIArguments": ("model_name_or_path",),
+    "ToyEvalArguments": ("models",), "EvaluateArguments": ("models",), "ToyAlignmentEvalArguments": ("models",),
+    "TokenizerArguments": ("dataset_name",),
+}
+DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt", ".yaml", ".yml")
+
+
+def check_data_source(source: str, key: str) -> None:
+    """A local data file or folder must exist and not be empty (a Hub id is checked when it loads)."""
+    from llm_recipes.errors import DataError
+    from llm_recipes.models import looks_local
+
+    path = os.path.expanduser(source)
+    if not os.path.exists(path):
+        if looks_local(path) or path.lower().endswith(DATA_FILE_SUFFIXES):
+            raise DataError(f"{key}: {source}: no such file or folder")
+        return
+    if os.path.isdir(path):
+        if not os.listdir(path):
+            raise DataError(f"{key}: {source}: empty folder (no data)")
+        return
+    if path.lower().endswith(".parquet"):
+        return
+    with open(path, "rb") as fh:  # reads only up to the first non-blank byte
+        while chunk := fh.read(1 << 16):
+            if chunk.strip():
+                return
+    raise DataError(f"{key}: {source}: empty file (no rows)")
+
+
+def check_inputs(parsed: Sequence[Any]) -> None:
+    """Every model, tokenizer and dataset a stage names: there, of the right kind, not truncated (see models)."""
+    from llm_recipes.models import check_local_weights, check_tokenizer_source
+
+    for args in parsed:
+        values = vars(args)
+        for key in REQUIRED.get(type(args).__name__, ()):
+            if not values.get(key):
+                raise ConfigError(f"{key}: not set")
+        if "dataset_mixture" in values and not (values.get("dataset_name") or values.get("dataset_mixture")):
+            raise ConfigError("dataset_name: not set (name a dataset, or a dataset_mixture)")
+        if isinstance(args, PretrainConfig) and not (args.tokenizer_name_or_path or args.model_name_or_path):
+            raise ConfigError("tokenizer_name_or_path: not set (train one with scripts/tokenizer.py)")
+        own_tokenizer = values.get("tokenizer_name_or_path")
+        if own_tokenizer:
+            check_tokenizer_source(own_tokenizer, "tokenizer_name_or_path")
+        for key, needs_tokenizer in MODEL_KEYS.items():
+            value = values.get(key)
+            for i, path in enumerate(value if isinstance(value, list) else [value] if value else []):
+                name = f"{key}[{i}]" if isinstance(value, list) and len(value) > 1 else key
+                tokenizer = needs_tokenizer and not (key == "model_name_or_path" and own_tokenizer)
+                override = values.get("base_model_name_or_path") if key == "model_name_or_path" else None
+                check_local_weights(path, name, tokenizer=tokenizer, base_override=override,
+                                    tokenizer_from_base=isinstance(args, EvaluateArguments))  # (load_for_eval falls back)
+        for i, entry in enumerate(values.get("reward_funcs") or []):
+            if os.path.isdir(entry):
+                check_local_weights(entry, f"reward_funcs[{i}]", tokenizer=True)
+        for key in DATA_KEYS:
+            if isinstance(values.get(key), str):
+                check_data_source(values[key], key)
+        mixture = values.get("dataset_mixture")
+        for i, spec in enumerate(mixture.get("datasets") or [] if isinstance(mixture, dict) else []):
+            if isinstance(spec, dict) and isinstance(spec.get("path"), str):
+                check_data_source(spec["path"], f"dataset_mixture.datasets[{i}].path")
+
+
+def _output_dirs(parsed: Sequence[Any]) -> list[str]:
+    return [args.output_dir for args in parsed if isinstance(getattr(args, "output_dir", None), str)]
+
+
+def _remove_left_behind(output_dirs: list[str], existed: set[str]) -> None:
+    """A stage that stopped on a user error leaves no output folder it created and put no file in."""
+    import shutil
+
+    for folder in output_dirs:
+        if folder not in existed and os.path.isdir(folder) and not any(files for _, _, files in os.walk(folder)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_cli(main, dataclass_types: Sequence[type]) -> None:
-    """Entry point for a stage script: parse, run, and turn a ConfigError into a one-line message and exit 2."""
+    """Entry point for a stage script: parse, check every value and input, run; a user error (RecipeError) is one
+    line on stderr and exit status 2, with no output folder left behind. Secrets are kept out of saved arguments
+    and scrubbed from logs (see llm_recipes.redaction)."""
+    from llm_recipes.redaction import hide_secret_arguments, redact_text, scrub_logs
+
+    from llm_recipes import integrity
+
+    scrub_logs()
+    argv = sys.argv[1:]
     try:
-        parsed = parse_config(dataclass_types)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        parsed = parse_config(dataclass_types, [a for a in argv if a != integrity.FORCE_FLAG])
+        hide_secret_arguments(*parsed)
+        check_inputs(parsed)
+        integrity.register(parsed, force=integrity.FORCE_FLAG in argv)  # the recipe record a marker keeps
+    except RecipeError as err:
+        print(f"error: {redact_text(str(err))}", file=sys.stderr)
         raise SystemExit(2) from None
+    existed = {folder for folder in _output_dirs(parsed) if os.path.exists(folder)}
     try:
         main(*parsed)
     except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {redact_text(str(err))}", file=sys.stderr)
+        _remove_left_behind(_output_dirs(parsed), existed)
         raise SystemExit(2) from None
 
 
@@ -239,7 +437,19 @@ class TokenizerArguments:
     dataset_config: str | None = field(default=None, metadata={"help": "Config (subset) name of the dataset."})
     dataset_train_split: str = field(default="train", metadata={"help": "Split the tokenizer is trained on."})
     dataset_test_split: str | None = field(
-        default="validation", metadata={"help": "Held-out split for the bytes-per-token report (skipped if absent)."}
+        default=None,
+        metadata={
+            "help": "Held-out split for the bytes-per-token report. Unset: `validation`, else `test` (the same rule "
+            "in every stage), else `heldout_texts` texts of train; 'none': those texts of train. A split named here "
+            "that the data lacks is an error."
+        },
+    )
+    text_sample_by: str = field(
+        default="paragraph",
+        metadata={
+            "help": "Plain-text (.txt) files: one text per paragraph (blank line), per line, or per file.",
+            "choices": ["paragraph", "line", "document"],
+        },
     )
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
     streaming: bool = field(default=False, metadata={"help": "Stream a large Hub dataset instead of downloading it."})
@@ -323,7 +533,10 @@ class PretrainConfig(TrainingArguments):
         default=None, metadata={"help": "Device peak FLOP/s for MFU; default: datasheet (GPU) or a measured matmul (CPU)."}
     )
     eval_before_training: bool = field(
-        default=True, metadata={"help": "Evaluate the untrained model first, to report loss before and after."}
+        default=True,
+        metadata={"help": "Evaluate the untrained model first, to report loss before and after. Needs held-out "
+                  "documents (a held-out split, or dataset_test_split_size): without them it is an error, unless "
+                  "dataset_test_split is 'none'."},
     )
     learning_rate: float = field(default=3e-4, metadata={"help": "Peak learning rate (AdamW)."})
     lr_scheduler_type: str = field(
@@ -357,7 +570,9 @@ class RewardStageConfig(RewardConfig):
 
     output_dir: str | None = field(default="runs/reward", metadata={"help": "Checkpoints and the final reward model."})
     learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate (AdamW)."})
-    max_length: int | None = field(default=1024, metadata={"help": "Pairs with a longer side are dropped."})
+    max_length: int | None = field(
+        default=1024, metadata={"help": "Pairs with a longer side are dropped (eval pairs dropped are counted in the card)."}
+    )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory (GPU recipes)."})
     eval_strategy: str = field(default="no", metadata={"help": "Evaluate during training too ('steps'/'epoch')."})
     save_strategy: str = field(default="steps", metadata={"help": "Checkpoints, so a killed run resumes."})
@@ -595,7 +810,8 @@ class CurationArguments:
     sources: list[dict] | None = field(
         default=None,
         metadata={"help": "Sources: [{name, kind: text|jsonl|parquet|html|warc|code|hub, path | dataset, weight, "
-                  "glob, text_key, id_key, date_key, url_key, language, date, split, config, limit}]."},
+                  "glob, text_key, id_key, date_key, url_key, language_key, language, date, split, config, limit, "
+                  "document_boundary: file|blank_line|line (text)}]. A row's own fields are kept in `row_metadata`."},
     )
     output_dir: str = field(default="runs/toy/curated", metadata={"help": "Hub-format output folder (train/validation)."})
     work_dir: str | None = field(default=None, metadata={"help": "Intermediate files; default '<output_dir>.work'."})
@@ -616,8 +832,9 @@ class CurationArguments:
     )
     filters: dict | None = field(
         default=None,
-        metadata={"help": "Per filter {enabled, route: {sources, kinds, languages, not_*}, params}: length, language, "
-                  "gopher_repetition, gopher_quality, c4_quality, fineweb_quality, url, toxicity, code."},
+        metadata={"help": "The filters that run (only those listed), each {params, route: {sources, kinds, languages, "
+                  "not_*}} or true: length, language, gopher_repetition, gopher_quality, c4_quality, fineweb_quality, "
+                  "url, toxicity, code."},
     )
     word_tokenizer: str = field(
         default="spacy", metadata={"help": "Word splitting for quality filters and MinHash.", "choices": ["spacy", "whitespace"]}
@@ -630,7 +847,7 @@ class CurationArguments:
     )
     dedup: dict | None = field(
         default=None,
-        metadata={"help": "{exact: true, near: true, n_grams: 5, num_buckets: 14, hashes_per_bucket: 8, seed: 1}."},
+        metadata={"help": "{exact: true, near: true, n_grams: 5, num_buckets: 50, hashes_per_bucket: 10, seed: 1}."},
     )
     cutoff_date: str | None = field(default=None, metadata={"help": "Knowledge cutoff (YYYY-MM-DD); later documents dropped."})
     undated_policy: str = field(
@@ -667,19 +884,30 @@ class EvaluateArguments:
     benchmarks: dict | None = field(
         default=None,
         metadata={"help": "The project's own tasks over local files: {name: {type: multiple_choice|generate_until|"
-                  "perplexity|code, data_files: path.jsonl, k: [1], samples: n, max_gen_toks: n}}."},
+                  "perplexity|code, data_files: .jsonl/.jsonl.gz/.parquet file or Hub-layout folder, split, fewshot_split, "
+                  "answer_regex: gsm8k|regex, filter_list (lm-eval's), until, max_gen_toks: n, k: [1], samples: n}}."},
     )
     num_fewshot: int | None = field(default=None, metadata={"help": "Few-shot examples per prompt (None: the task's own)."})
     limit: float | None = field(default=None, metadata={"help": "Examples per task: a count, or a fraction below 1."})
     batch_size: int = field(default=16, metadata={"help": "Batch size for scoring and generation."})
     apply_chat_template: bool = field(default=True, metadata={"help": "Wrap benchmark prompts in the chat template."})
     max_gen_toks: int = field(default=64, metadata={"help": "Generation budget of generate_until and code tasks."})
+    log_samples: bool = field(
+        default=False, metadata={"help": "Write lm-eval's per-example samples (prompt, generation, target) to samples/<model>/<task>.jsonl."}
+    )
     max_new_tokens: int = field(default=48, metadata={"help": "Generation budget for red-team, bias and comparison replies."})
     code_timeout: float = field(default=10.0, metadata={"help": "Seconds per generated program in the sandbox."})
-    code_memory_mb: int = field(default=1024, metadata={"help": "Address-space limit per generated program (MiB)."})
+    code_memory_mb: int = field(
+        default=1024, metadata={"help": "Memory limit of a generated program's whole process tree (cgroup; MiB)."}
+    )
     code_max_processes: int = field(default=64, metadata={"help": "Process-count limit per generated program (pids cgroup)."})
     allow_unsandboxed_code: bool = field(
         default=False, metadata={"help": "Run generated code without bubblewrap when bwrap is missing (UNSAFE)."}
+    )
+    allow_weaker_sandbox: bool = field(
+        default=False,
+        metadata={"help": "Run generated code even where the sandbox cannot enforce every limit (no writable cgroup, "
+                  "not root); the results say which limits held."},
     )
     redteam_prompts: str | None = field(
         default=None, metadata={"help": "Adversarial prompts (column `prompt`, optional `harmful_markers`): file, folder or Hub id."}
@@ -724,7 +952,9 @@ class CAIArguments:
         metadata={"help": "Prompt dataset (red-team prompts by default): Hub id, folder or json/jsonl/parquet/csv file."},
     )
     prompts_config: str | None = field(default=None, metadata={"help": "Config name of the prompt dataset."})
-    prompts_split: str = field(default="train_sft", metadata={"help": "Split of the prompt dataset."})
+    prompts_split: str | None = field(
+        default=None, metadata={"help": "Split of the prompt dataset; default: its only split (one with several must be named)."}
+    )
     prompt_column: str | None = field(
         default=None, metadata={"help": "Column holding the prompt (text, or messages whose first user turn is used); default: detected."}
     )

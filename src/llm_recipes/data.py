@@ -1,6 +1,8 @@
 """Data loading, format normalisation and weighted mixing: the one place every stage gets its data from.
 
-Sources: a Hub id, a local `save_to_disk` folder, a Hub-layout folder, or json/jsonl/parquet/csv files.
+Sources: a Hub id, a local `save_to_disk` folder, a Hub-layout folder (or a folder of data files), or
+json/jsonl/parquet/csv/txt files, each also compressed (.gz, .bz2, .xz, .zst). Plain text is cut into documents
+at a boundary: the whole file, blank lines (paragraphs) or lines.
 Formats: alpaca, ShareGPT, `messages`, prompt/completion and plain text (SFT); preference pairs (TRL's
 explicit or implicit prompt, hh-rlhf "\n\nHuman: ... \n\nAssistant:" text, UltraFeedback-style messages with
 scores); RL prompts. Each is normalised to TRL's column names; a stage asks for the kind it trains on.
@@ -10,6 +12,7 @@ Malformed rows stop the stage with file and row number, or are dropped and count
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -27,16 +30,35 @@ from llm_recipes.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")  # datasets decompresses these by extension
+TEXT_SAMPLE_BY = ("paragraph", "line", "document")  # datasets' text builder: blank line, newline, whole file
+NO_SPLIT = "none"  # dataset_test_split: none -> no held-out split
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
 # ----------------------------------------------------------------------------------------------- loading
+def _file_type(path: str) -> tuple[str, str]:
+    """(data type, compression) from a file name: 'a.jsonl.gz' -> ('.jsonl', '.gz'), 'a.csv' -> ('.csv', '')."""
+    stem, ext = os.path.splitext(path.lower())
+    if ext in COMPRESSIONS:
+        return os.path.splitext(stem)[1], ext
+    return ext, ""
+
+
+def _open_bytes(path: str):
+    """The file's bytes, decompressed as its extension says (fsspec: gzip, bz2, xz, zstd). Buffered, because
+    zstandard's reader cannot iterate lines."""
+    import fsspec
+
+    return io.BufferedReader(fsspec.open(path, "rb", compression="infer").open())
+
+
 def _jsonl_bad_lines(path: str) -> list[tuple[int, str]]:
     """Line numbers (1-based) and errors of lines that are not UTF-8 JSON objects; blank lines are allowed.
     Lines are read as bytes and decoded one by one, so an undecodable line is reported by its own number."""
     bad = []
-    with open(path, "rb") as fh:
+    with _open_bytes(path) as fh:
         for number, raw in enumerate(fh, start=1):
             try:
                 line = raw.decode("utf-8")
@@ -63,8 +85,8 @@ def _load_json_lines(path: str, on_bad_row: str) -> Dataset:
         if bad:
             logger.warning("%s: dropped %d malformed line(s): %s", path, len(bad), ", ".join(str(n) for n, _ in bad[:10]))
             skip = {n for n, _ in bad}
-            clean = os.path.join(tmp, os.path.basename(path))
-            with open(path, "rb") as fh, open(clean, "wb") as out:
+            clean = os.path.join(tmp, "clean.jsonl")  # written uncompressed
+            with _open_bytes(path) as fh, open(clean, "wb") as out:
                 out.writelines(raw for number, raw in enumerate(fh, start=1) if number not in skip and raw.strip())
             path_to_load = clean
         else:
@@ -88,40 +110,56 @@ def load_source(
     split: str | None = "train",
     on_bad_row: str = "error",
     streaming: bool = False,
+    text_sample_by: str = "paragraph",
 ) -> Dataset | DatasetDict:
     """Load one dataset from a Hub id, a local folder or a data file; `split=None` returns every split.
-    `streaming=True` streams a Hub dataset (an IterableDataset, nothing downloaded up front)."""
+    `streaming=True` streams a Hub dataset (an IterableDataset, nothing downloaded up front). Plain text (.txt)
+    becomes one `text` row per document, cut at `text_sample_by`: paragraph (blank line), line or document."""
     source = os.path.expanduser(source) if source.startswith("~") else source
+    if text_sample_by not in TEXT_SAMPLE_BY:
+        raise ConfigError(f"text_sample_by: must be one of {list(TEXT_SAMPLE_BY)}, got {text_sample_by!r}")
     if os.path.isfile(source):
-        ext = os.path.splitext(source)[1].lower()
+        ext, compression = _file_type(source)
         if ext not in FILE_BUILDERS:
-            raise DataError(f"{source}: unsupported file type '{ext}' (use {', '.join(sorted(FILE_BUILDERS))})")
+            raise DataError(
+                f"{source}: unsupported file type '{ext}{compression}' (use {', '.join(sorted(FILE_BUILDERS))}, "
+                f"each also compressed: {', '.join(COMPRESSIONS)})"
+            )
         if ext == ".jsonl" or (ext == ".json" and _looks_like_json_lines(source)):
             ds = _load_json_lines(source, on_bad_row)
         else:
             try:
                 extra = _csv_options(source) if ext == ".csv" else {}
+                if ext == ".txt":
+                    extra = {"sample_by": text_sample_by}
                 ds = datasets.load_dataset(
                     FILE_BUILDERS[ext], data_files=source, split="train", cache_dir=_local_cache_dir(source), **extra
                 )
             except Exception as err:  # datasets wraps parser errors in several types
                 raise DataError(f"{source}: cannot be read as {ext[1:]} ({type(err).__name__}: {_first_line(err)})") from None
+            if ext == ".txt":
+                ds = _without_blank_documents(ds, source, text_sample_by)
         if split is None:
             return DatasetDict({"train": ds})
         return ds if split == "train" else _missing_split(source, split, ["train"])
     if os.path.isdir(source):
         saved = any(os.path.exists(os.path.join(source, f)) for f in ("dataset_dict.json", "dataset_info.json"))
+        text_folder = not saved and _is_text_folder(source)
         try:
             if saved:
                 loaded = datasets.load_from_disk(source)
             else:
-                loaded = datasets.load_dataset(source, name=config, cache_dir=_local_cache_dir(source))
+                extra = {"sample_by": text_sample_by} if text_folder else {}
+                loaded = datasets.load_dataset(source, name=config, cache_dir=_local_cache_dir(source), **extra)
         except Exception as err:  # an empty folder, unreadable files, an unknown config name
             raise DataError(f"{source}: cannot load this folder as a dataset ({type(err).__name__}: {_first_line(err)})") from None
+        if text_folder:
+            loaded = DatasetDict({name: _without_blank_documents(ds, f"{source}[{name}]", text_sample_by)
+                                  for name, ds in loaded.items()})
     elif (
         source.startswith((".", "/", "~"))
         or source.count("/") > 1
-        or os.path.splitext(source)[1].lower() in FILE_BUILDERS
+        or _file_type(source)[0] in FILE_BUILDERS
     ):  # a local path (a Hub id is `name` or `owner/name`, without a data-file suffix)
         raise DataError(f"{source}: no such file or folder")
     elif streaming:
@@ -146,12 +184,31 @@ def load_source(
     return loaded[split]
 
 
+def _is_text_folder(folder: str) -> bool:
+    """A folder whose data files are all plain text (datasets then uses its text builder, which takes sample_by)."""
+    types = {
+        _file_type(name)[0]
+        for root, _, names in os.walk(folder)
+        for name in names
+        if not name.startswith(".") and name.lower() != "readme.md"
+    }
+    return types == {".txt"}
+
+
+def _without_blank_documents(ds: Dataset, source: str, sample_by: str) -> Dataset:
+    """Drop the empty samples datasets' text builder yields for blank lines (separators, not documents)."""
+    kept = ds.filter(lambda row: bool(row["text"].strip()), desc="dropping blank lines")
+    logger.info("%s: %d text document(s), one per %s (%d blank separator(s) skipped)", source, len(kept), sample_by,
+                len(ds) - len(kept))
+    return kept
+
+
 def _csv_options(path: str) -> dict:
     """Read every CSV column as text, cells as written: pandas would turn an answer "5" into a number and a
     text "NA" into a missing value."""
     options: dict = {"keep_default_na": False}
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with _open_bytes(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as fh:
             header = next(csv.reader(fh), None)
     except UnicodeDecodeError:
         return options  # datasets reports the file
@@ -180,13 +237,41 @@ def _local_cache_dir(path: str) -> str:
 
 def _looks_like_json_lines(path: str) -> bool:
     """A .json file holding one object per line (a JSON array starts with '[')."""
-    with open(path, "rb") as fh:
+    with _open_bytes(path) as fh:
         head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
     return head[:1] == b"{"
 
 
 def _missing_split(source: str, split: str, available: list[str]):
     raise DataError(f"{source}: no split '{split}' (available: {', '.join(available)})")
+
+
+def held_out_split(source: str, requested: str | None, available: list[str]) -> str | None:
+    """The split a stage evaluates on, the same rule for every stage: the one named (`none`: no held-out split;
+    a named split the data lacks is an error); unset, `validation`, else `test` (the names curation and the Hub
+    use), else none."""
+    if requested is None or not requested.strip():
+        return next((name for name in ("validation", "test") if name in available), None)
+    if requested.lower() == NO_SPLIT:
+        return None
+    if requested not in available:
+        raise DataError(
+            f"{source}: no split '{requested}' to evaluate on (available: {', '.join(available)}); set "
+            f"dataset_test_split to one of them, or to 'none' (dataset_test_split_size holds out a share of train)"
+        )
+    return requested
+
+
+def hold_out(ds: Dataset, size: float | int, seed: int, source: str) -> tuple[Dataset, Dataset]:
+    """(train, held-out): a seeded random share (< 1) or number of rows (>= 1) of `ds`, for evaluation."""
+    try:
+        size = int(size) if size >= 1 else float(size)
+        parts = ds.train_test_split(test_size=size, seed=seed)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"dataset_test_split_size: {size!r} for {source} ({len(ds)} rows): {_first_line(err)}") from None
+    logger.info("%s: held out %d of the %d rows of train (dataset_test_split_size %s, seed %d) for evaluation",
+                source, len(parts["test"]), len(ds), size, seed)
+    return parts["train"], parts["test"]
 
 
 # ----------------------------------------------------------------------------------------------- formats
@@ -412,12 +497,15 @@ def normalise(
         if len(kept) < len(ds):
             logger.warning("%s: dropped %d malformed row(s) of %d", source, len(ds) - len(kept), len(ds))
         ds = kept
-    return ds.map(convert, with_indices=True, remove_columns=ds.column_names, desc=f"normalising {row_format.name}")
+    out = ds.map(convert, with_indices=True, remove_columns=ds.column_names, desc=f"normalising {row_format.name}")
+    if kind == "preference":  # one column order whatever the source's (mixtures compare layouts)
+        out = out.select_columns(["prompt", "chosen", "rejected"])
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- mixtures
 MIXTURE_KEYS = {"datasets", "seed", "test_split_size"}
-ENTRY_KEYS = {"id", "path", "config", "split", "columns", "weight", "format"}
+ENTRY_KEYS = {"id", "path", "config", "split", "columns", "weight", "format", "sample_by"}
 
 
 def _layout(ds: Dataset) -> str:
@@ -427,9 +515,12 @@ def _layout(ds: Dataset) -> str:
     )
 
 
-def load_mixture(mixture: dict, on_bad_row: str = "error", kind: str = "sft", seed: int = 42) -> DatasetDict:
+def load_mixture(
+    mixture: dict, on_bad_row: str = "error", kind: str = "sft", seed: int = 42, text_sample_by: str = "paragraph"
+) -> DatasetDict:
     """Weighted mixture: each dataset is shuffled and cut (or repeated) to weight x rows, then all are
-    concatenated, shuffled and optionally split into train/test. `seed` is used unless the mixture sets one."""
+    concatenated, shuffled and optionally split into train/test. `seed` is used unless the mixture sets one;
+    an entry's `sample_by` cuts its plain text (default `text_sample_by`)."""
     if not isinstance(mixture, dict):
         raise ConfigError(f"dataset_mixture: must be a mapping with 'datasets', got {type(mixture).__name__}")
     unknown = set(mixture) - MIXTURE_KEYS
@@ -456,7 +547,8 @@ def load_mixture(mixture: dict, on_bad_row: str = "error", kind: str = "sft", se
         if not weight > 0:
             raise ConfigError(f"{where}: weight must be > 0, got {weight}")
         source = entry.get("id") or entry["path"]
-        ds = load_source(source, entry.get("config"), entry.get("split", "train"), on_bad_row)
+        ds = load_source(source, entry.get("config"), entry.get("split", "train"), on_bad_row,
+                         text_sample_by=entry.get("sample_by", text_sample_by))
         if entry.get("columns"):
             missing = [c for c in entry["columns"] if c not in ds.column_names]
             if missing:
@@ -492,32 +584,41 @@ def load_mixture(mixture: dict, on_bad_row: str = "error", kind: str = "sft", se
 
 def load_stage_data(data_args, seed: int = 42, kind: str = "sft") -> DatasetDict:
     """The train (and, when there is one, test) split a stage trains on, normalised to TRL's format for the
-    `kind` of data the stage needs (sft, preference or prompt)."""
+    `kind` of data the stage needs (sft, preference or prompt). The held-out split follows `held_out_split`;
+    without one, `dataset_test_split_size` holds out a seeded share of train."""
+    size = getattr(data_args, "dataset_test_split_size", None)
+    sample_by = getattr(data_args, "text_sample_by", "paragraph")
     if data_args.dataset_mixture:
-        dsd = load_mixture(data_args.dataset_mixture, data_args.on_bad_row, kind, seed)
-        train_split, test_split = "train", "test"
+        if size:
+            raise ConfigError("dataset_test_split_size: a mixture holds out its own share: set "
+                              "dataset_mixture.test_split_size instead")
+        dsd = load_mixture(data_args.dataset_mixture, data_args.on_bad_row, kind, seed, sample_by)
+        source = "dataset_mixture"
     elif data_args.dataset_name:
-        loaded = load_source(data_args.dataset_name, data_args.dataset_config, None, data_args.on_bad_row)
-        train_split, test_split = data_args.dataset_train_split, data_args.dataset_test_split
+        source = data_args.dataset_name
+        loaded = load_source(source, data_args.dataset_config, None, data_args.on_bad_row, text_sample_by=sample_by)
+        train_split = data_args.dataset_train_split
         if train_split not in loaded:
-            _missing_split(data_args.dataset_name, train_split, list(loaded))
+            _missing_split(source, train_split, list(loaded))
+        test_split = held_out_split(source, data_args.dataset_test_split, list(loaded))
         dsd = DatasetDict(
             {
-                split: normalise(
-                    loaded[split], data_args.dataset_format, data_args.on_bad_row, f"{data_args.dataset_name}[{split}]", kind
-                )
-                for split in (train_split, test_split)
-                if split in loaded
+                name: normalise(loaded[split], data_args.dataset_format, data_args.on_bad_row, f"{source}[{split}]", kind)
+                for name, split in (("train", train_split), ("test", test_split))
+                if split is not None
             }
         )
+        if "test" not in dsd and size:
+            dsd["train"], dsd["test"] = hold_out(dsd["train"], size, seed, f"{source}[{train_split}]")
     else:
         raise ConfigError("no data: set 'dataset_name' or 'dataset_mixture' in the recipe")
-    out = DatasetDict({"train": dsd[train_split]})
-    if test_split in dsd:
-        test = dsd[test_split]
+    out = DatasetDict({"train": dsd["train"]})
+    if "test" in dsd:
+        test = dsd["test"]
         if data_args.eval_max_samples:
             test = test.select(range(min(len(test), data_args.eval_max_samples)))
         out["test"] = test
+    logger.info("data: %s: %d train rows, %d eval rows", source, len(out["train"]), len(out["test"]) if "test" in out else 0)
     return out
 
 

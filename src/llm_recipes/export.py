@@ -21,7 +21,6 @@ import yaml
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
-    AutoTokenizer,
     BitsAndBytesConfig,
     PreTrainedModel,
 )
@@ -30,6 +29,7 @@ from transformers.utils import find_adapter_config_file
 from llm_recipes.chat_templates import align_model_with_tokenizer
 from llm_recipes.errors import ConfigError, DataError
 from llm_recipes.hub import read_marker
+from llm_recipes.models import load_adapter, load_pretrained, load_tokenizer_from
 
 logger = logging.getLogger(__name__)
 
@@ -119,21 +119,19 @@ def load_merged(
     """A full model: `source` itself, or its adapter merged into the full-precision (or dequantised) base.
     Returns (model, tokenizer, facts about the merge for the card)."""
     base = adapter_base(source, base_override)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = load_tokenizer_from(source, "model_name_or_path")
     if base is None:
         torch_dtype = resolve_dtype(dtype, source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, use_safetensors=True)
+        model = load_pretrained(AutoModelForCausalLM, source, dtype=torch_dtype)
         align_model_with_tokenizer(model, tokenizer)
         return model, tokenizer, {"adapter": False, "dtype": str(torch_dtype).replace("torch.", "")}
-
-    from peft import PeftModel
 
     quant = training_quantization(source) if base_quantization == "auto" else base_quantization
     if quant not in BASE_QUANTIZATIONS[1:]:
         raise ConfigError(f"base_quantization: '{quant}' must be one of {', '.join(BASE_QUANTIZATIONS)}")
     torch_dtype = resolve_dtype(dtype, base)
     if quant == "none":
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype, use_safetensors=True)
+        model = load_pretrained(AutoModelForCausalLM, base, "base_model_name_or_path", dtype=torch_dtype)
     else:
         if double_quant is None:
             _, text = card_recipe(source) if os.path.isdir(source) else (None, None)
@@ -143,13 +141,13 @@ def load_merged(
         else:
             bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant, bnb_4bit_use_double_quant=double_quant,
                                      bnb_4bit_compute_dtype=torch_dtype)
-        quantized = AutoModelForCausalLM.from_pretrained(base, quantization_config=bnb, dtype=torch_dtype,
-                                                         device_map=device_map(), use_safetensors=True)
+        quantized = load_pretrained(AutoModelForCausalLM, base, "base_model_name_or_path", quantization_config=bnb,
+                                    dtype=torch_dtype, device_map=device_map())
         # the weights the adapter was trained against, as ordinary full-precision Linear layers
         model = quantized.dequantize(dtype=torch_dtype)  # (dtype given: transformers 5.23 passes a str otherwise)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))  # as in training; the adapter carries the trained rows
-    model = PeftModel.from_pretrained(model, source).merge_and_unload()
+    model = load_adapter(model, source).merge_and_unload()
     align_model_with_tokenizer(model, tokenizer)
     model.config.name_or_path = source
     return model, tokenizer, {"adapter": True, "base_model": base, "base_quantization": quant,
@@ -177,12 +175,10 @@ def quantization_config(variant: str, dtype: torch.dtype):
 
 def save_quantized(merged_dir: str | Path, variant: str, out_dir: str | Path, dtype: torch.dtype) -> None:
     """Quantize the saved merged model while loading it, and save the quantized checkpoint with its tokenizer."""
-    model = AutoModelForCausalLM.from_pretrained(
-        merged_dir, quantization_config=quantization_config(variant, dtype), dtype=dtype, device_map=device_map(),
-        use_safetensors=True,
-    )
+    model = load_pretrained(AutoModelForCausalLM, str(merged_dir), "output_dir",
+                            quantization_config=quantization_config(variant, dtype), dtype=dtype, device_map=device_map())
     model.save_pretrained(out_dir)
-    AutoTokenizer.from_pretrained(merged_dir).save_pretrained(out_dir)
+    load_tokenizer_from(str(merged_dir), "output_dir").save_pretrained(out_dir)
 
 
 def load_texts(dataset: str, split: str, column: str, max_samples: int | None) -> list[str]:
@@ -219,8 +215,8 @@ def weights_bytes(folder: str | Path) -> int:
 
 def load_for_eval(folder: str | Path) -> tuple[PreTrainedModel, object]:
     """Reload a saved (possibly quantized) folder as a user would."""
-    return (AutoModelForCausalLM.from_pretrained(folder, device_map=device_map(), use_safetensors=True),
-            AutoTokenizer.from_pretrained(folder))
+    return (load_pretrained(AutoModelForCausalLM, str(folder), "output_dir", device_map=device_map()),
+            load_tokenizer_from(str(folder), "output_dir"))
 
 
 def export_model(

@@ -31,14 +31,24 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())  # on disk before the rename makes it visible
     os.chmod(tmp, 0o644)  # mkstemp makes files private; cards and markers are meant to be read
     os.replace(tmp, path)
 
 
 def mark_complete(output_dir: str | Path, stage: str, **info: Any) -> None:
-    """Record that `output_dir` holds the finished output of `stage` (with metrics and provenance)."""
-    record = {"stage": stage, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **info}
-    write_text_atomic(Path(output_dir) / MARKER, json.dumps(record, indent=2, default=str) + "\n")
+    """Record that `output_dir` holds the finished output of `stage` (with metrics and provenance), and the
+    recipe that made it: the resolved config, its local inputs' fingerprints and their hash (see
+    `llm_recipes.integrity`), so a re-run can tell the same recipe from a changed one."""
+    from llm_recipes.integrity import current_record
+
+    run = current_record()
+    record = {"stage": stage, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **info,
+              **(run.as_dict() if run is not None else {})}
+    from llm_recipes.redaction import redact
+
+    write_text_atomic(Path(output_dir) / MARKER, json.dumps(redact(record), indent=2, default=str) + "\n")
 
 
 def read_marker(output_dir: str | Path) -> dict | None:
@@ -91,7 +101,11 @@ def write_model_card(
     tags: list[str] | None = None,
     description: str = "",
 ) -> str:
-    """A README.md model card naming the base model, datasets, recipe and final metrics."""
+    """A README.md model card naming the base model, datasets, recipe and final metrics. Secrets (a token in the
+    recipe's `env:` block, a `hub_token`, any secret-named value) are redacted: the card is pushed."""
+    from llm_recipes.redaction import redact, redact_text, scrub
+
+    metrics = redact(metrics)
     data = ModelCardData(
         base_model=base_model if base_model and not os.path.isabs(base_model) else None,
         datasets=[d for d in datasets if d and not os.path.exists(d)] or None,
@@ -114,8 +128,8 @@ def write_model_card(
     ]
     recipe = _recipe_text(recipe_path)
     if recipe is not None:
-        lines += ["", f"## Recipe (`{recipe_path}`)", "", "```yaml", recipe.rstrip(), "```"]
-    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
+        lines += ["", f"## Recipe (`{recipe_path}`)", "", "```yaml", redact_text(recipe).rstrip(), "```"]
+    card = ModelCard(scrub(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))
     write_text_atomic(Path(output_dir) / "README.md", str(card))
     return str(card)
 

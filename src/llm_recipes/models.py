@@ -1,5 +1,6 @@
 """Models and tokenizers: load from a Hub id or local folder, pick attention, quantize, add LoRA, or build a
-new Llama-style model from an architecture. Every stage gets its model here."""
+new Llama-style model from an architecture. Every stage gets its model here: `load_pretrained` is the one place
+weights are loaded (safetensors only, one-line errors)."""
 
 from __future__ import annotations
 
@@ -52,27 +53,140 @@ def resolve_dtype(name: str | None) -> torch.dtype | str:
     return dtype
 
 
-def check_local_weights(path: str | None) -> None:
-    """A local model folder must exist and hold safetensors weights: pickled `pytorch_model.bin` files can run
-    code when loaded, so they are refused (convert them to safetensors first)."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def looks_local(path: str) -> bool:
+    """A path meant as a local file or folder (a Hub id is `name` or `owner/name`, and `owner` is no local folder)."""
+    return (path.startswith((".", "/", "~")) or path.count("/") > 1 or os.sep != "/" and os.sep in path
+            or (path.count("/") == 1 and os.path.isdir(path.split("/")[0])))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def check_safetensors(path: str, key: str) -> None:
+    """Read a safetensors file's header: a truncated or corrupt file fails here, in a second, not mid-load."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt"):
+            pass
+    except (SafetensorError, OSError) as err:
+        raise ConfigError(f"{key}: {path}: truncated or corrupt safetensors file ({_first_line(err)})") from None
+
+
+def check_tokenizer_source(path: str | None, key: str = "tokenizer_name_or_path") -> None:
+    """A local tokenizer folder must exist and hold tokenizer files (a Hub id is checked when it loads)."""
     if path is None:
-        raise ConfigError("model_name_or_path: not set")
-    if not os.path.isdir(path):
-        if path.startswith((".", "/", "~")) or path.count("/") > 1:
-            raise ConfigError(f"model_name_or_path: {path}: no such folder")
-        return  # a Hub id
-    names = os.listdir(path)
-    if any(n.endswith((".safetensors", ".safetensors.index.json")) for n in names):
+        raise ConfigError(f"{key}: not set")
+    path = os.path.expanduser(path)
+    if not os.path.exists(path):
+        if looks_local(path):
+            raise ConfigError(f"{key}: {path}: no such folder")
         return
-    if "adapter_config.json" in names:
-        return  # a PEFT adapter folder: its base model is checked where it is loaded
-    pickled = [n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt"))]
-    if pickled:
+    if not os.path.isdir(path):
+        raise ConfigError(f"{key}: {path}: a file, not a tokenizer folder")
+    if not any(os.path.isfile(os.path.join(path, name)) for name in TOKENIZER_FILES):
         raise ConfigError(
-            f"model_name_or_path: {path}: only pickled weights ({pickled[0]}); only safetensors are loaded - "
-            "convert the folder to safetensors first"
+            f"{key}: {path}: no tokenizer in the folder (none of {', '.join(TOKENIZER_FILES[:4])}); "
+            "point tokenizer_name_or_path at the folder that holds it"
         )
-    raise ConfigError(f"model_name_or_path: {path}: no model weights (*.safetensors) in the folder")
+
+
+def check_local_weights(path: str | None, key: str = "model_name_or_path", tokenizer: bool = False,
+                        base_override: str | None = None, tokenizer_from_base: bool = False) -> None:
+    """A local model folder must exist, hold a config and safetensors weights whose headers read (pickled `.bin`
+    files can run code when loaded, so they are refused: convert them to safetensors first), and, with `tokenizer`,
+    a tokenizer (for an adapter, with `tokenizer_from_base`, its base's will do). An adapter folder needs
+    safetensors adapter weights and a base that is there. A Hub id passes (it is loaded with use_safetensors=True)."""
+    if path is None:
+        raise ConfigError(f"{key}: not set")
+    path = os.path.expanduser(path)
+    if not os.path.exists(path):
+        if looks_local(path):
+            raise ConfigError(f"{key}: {path}: no such folder")
+        return  # a Hub id
+    if not os.path.isdir(path):
+        raise ConfigError(f"{key}: {path}: a file, not a model folder")
+    names = os.listdir(path)
+    pickled = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
+    if "adapter_config.json" in names:  # a PEFT adapter folder
+        if "adapter_model.safetensors" not in names:
+            what = f"only pickled adapter weights ({pickled[0]})" if pickled else "no adapter weights (adapter_model.safetensors)"
+            raise ConfigError(f"{key}: {path}: {what}; only safetensors are loaded")
+        check_safetensors(os.path.join(path, "adapter_model.safetensors"), key)
+        from llm_recipes.alignment import adapter_base  # (alignment imports this module)
+
+        base = adapter_base(path, base_override)
+        if os.path.isdir(base):
+            check_local_weights(base, "base_model_name_or_path" if base_override else f"{key} (adapter base)")
+            if tokenizer_from_base and any(os.path.isfile(os.path.join(base, n)) for n in TOKENIZER_FILES):
+                tokenizer = False
+    else:
+        if "config.json" not in names:
+            raise ConfigError(f"{key}: {path}: not a model folder (no config.json)")
+        weights = sorted(n for n in names if n.endswith(".safetensors"))
+        if not weights and not any(n.endswith(".safetensors.index.json") for n in names):
+            if pickled:
+                raise ConfigError(
+                    f"{key}: {path}: only pickled weights ({pickled[0]}); only safetensors are loaded - "
+                    "convert the folder to safetensors first"
+                )
+            raise ConfigError(f"{key}: {path}: no model weights (*.safetensors) in the folder")
+        for name in weights:
+            check_safetensors(os.path.join(path, name), key)
+    if tokenizer and not any(n in names for n in TOKENIZER_FILES):
+        raise ConfigError(
+            f"{key}: {path}: no tokenizer in the folder (none of {', '.join(TOKENIZER_FILES[:4])}); "
+            "set tokenizer_name_or_path"
+        )
+
+
+def load_pretrained(model_cls, path: str, key: str = "model_name_or_path", **kwargs):
+    """The one place the project loads weights: any `from_pretrained` model class, safetensors only (a pickled
+    checkpoint is never unpickled), and a path that cannot be loaded is a one-line error naming the key."""
+    from safetensors import SafetensorError
+
+    check_local_weights(path, key)
+    kwargs["use_safetensors"] = True
+    try:
+        return model_cls.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, SafetensorError) as err:  # HFValidationError is a ValueError
+        raise ConfigError(f"{key}: '{path}' cannot be loaded as a model ({_first_line(err)})") from None
+
+
+def load_adapter(base_model, adapter_dir: str, key: str = "model_name_or_path", **kwargs):
+    """A PEFT adapter on `base_model`, from its safetensors weights only (PEFT falls back to unpickling
+    `adapter_model.bin`, and has no switch against it: a Hub adapter is fetched without its pickles)."""
+    from peft import PeftModel
+    from safetensors import SafetensorError
+
+    try:
+        if not os.path.isdir(adapter_dir):
+            from huggingface_hub import snapshot_download
+
+            adapter_dir = snapshot_download(adapter_dir, allow_patterns=["adapter_config.json", "adapter_model.safetensors"])
+        if not os.path.isfile(os.path.join(adapter_dir, "adapter_model.safetensors")):
+            raise ConfigError(f"{key}: {adapter_dir}: no adapter_model.safetensors; only safetensors are loaded")
+        return PeftModel.from_pretrained(base_model, adapter_dir, **kwargs)
+    except (OSError, ValueError, SafetensorError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{key}: '{adapter_dir}' cannot be loaded as an adapter ({_first_line(err)})") from None
+
+
+def load_tokenizer_from(path: str, key: str = "tokenizer_name_or_path", **kwargs) -> PreTrainedTokenizerBase:
+    """AutoTokenizer.from_pretrained with a one-line error naming the key (a folder without a tokenizer made
+    transformers suggest installing sentencepiece)."""
+    check_tokenizer_source(path, key)
+    try:
+        return AutoTokenizer.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, TypeError) as err:
+        raise ConfigError(f"{key}: '{path}' cannot be loaded as a tokenizer ({_first_line(err)})") from None
 
 
 def load_tokenizer(model_args, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
@@ -80,9 +194,8 @@ def load_tokenizer(model_args, trust_remote_code: bool = False) -> PreTrainedTok
     source = model_args.tokenizer_name_or_path or model_args.model_name_or_path
     if source is None:
         raise ConfigError("model_name_or_path: not set")
-    tokenizer = AutoTokenizer.from_pretrained(
-        source, revision=model_args.model_revision, trust_remote_code=trust_remote_code
-    )
+    key = "tokenizer_name_or_path" if model_args.tokenizer_name_or_path else "model_name_or_path"
+    tokenizer = load_tokenizer_from(source, key, revision=model_args.model_revision, trust_remote_code=trust_remote_code)
     setup_chat_template(tokenizer, model_args.chat_template)
     return tokenizer
 
@@ -110,11 +223,10 @@ def load_model(
     model_args, tokenizer: PreTrainedTokenizerBase, task: str = "causal-lm", trust_remote_code: bool = False
 ) -> PreTrainedModel:
     """Load the model for training; embeddings and EOS/PAD follow the tokenizer."""
-    check_local_weights(model_args.model_name_or_path)
     model_cls = AutoModelForSequenceClassification if task == "sequence-classification" else AutoModelForCausalLM
     extra = {"num_labels": 1} if task == "sequence-classification" else {}
-    model = model_cls.from_pretrained(
-        model_args.model_name_or_path, **model_load_kwargs(model_args, trust_remote_code), **extra
+    model = load_pretrained(
+        model_cls, model_args.model_name_or_path, **model_load_kwargs(model_args, trust_remote_code), **extra
     )
     align_model_with_tokenizer(model, tokenizer)
     logger.info(

@@ -27,7 +27,7 @@ import datasets
 import numpy as np
 import torch
 from datasets import Dataset, IterableDataset
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, Trainer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 from llm_recipes import data, models
 from llm_recipes.configs import DataArguments, ModelArguments, PretrainConfig
@@ -54,32 +54,47 @@ def _check_text_split(ds: Dataset | IterableDataset, column: str, where: str) ->
 
 def load_text_splits(data_args: DataArguments, cfg: PretrainConfig) -> tuple[Dataset | IterableDataset, Any]:
     """The train and (if any) validation documents as a single `text` column, checked for the column and for
-    emptiness; in-memory data is also checked row by row (`on_bad_row`)."""
+    emptiness; in-memory data is also checked row by row (`on_bad_row`). The validation documents are the
+    held-out split (`data.held_out_split`: the one named, else `validation`, else `test`), else a held-out share
+    of train (`dataset_test_split_size`, or the first `eval_max_samples` documents). An evaluation asked for
+    (`eval_before_training`, `eval_strategy`) without validation documents is an error."""
     if data_args.dataset_mixture:
-        dsd = data.load_mixture(data_args.dataset_mixture, data_args.on_bad_row)  # normalised to `text`
+        dsd = data.load_mixture(data_args.dataset_mixture, data_args.on_bad_row,
+                                text_sample_by=data_args.text_sample_by)  # normalised to `text`
         train, test = dsd["train"], dsd.get("test")
-        source = "dataset_mixture"
+        source, available = "dataset_mixture", list(dsd)
     elif data_args.dataset_name:
         source = data_args.dataset_name
         local = os.path.exists(source)
         splits = data.load_source(source, data_args.dataset_config, None, data_args.on_bad_row,
-                                  streaming=cfg.streaming and not local)
+                                  streaming=cfg.streaming and not local, text_sample_by=data_args.text_sample_by)
+        available = list(splits)
         if data_args.dataset_train_split not in splits:
             raise DataError(f"{source}: no split '{data_args.dataset_train_split}' (available: {', '.join(splits)})")
+        test_split = data.held_out_split(source, data_args.dataset_test_split, available)
         train = _check_text_split(splits[data_args.dataset_train_split], cfg.text_column,
                                   f"{source}[{data_args.dataset_train_split}]")
-        test = splits.get(data_args.dataset_test_split)
-        if test is not None:
-            test = _check_text_split(test, cfg.text_column, f"{source}[{data_args.dataset_test_split}]")
+        test = None
+        if test_split is not None:
+            test = _check_text_split(splits[test_split], cfg.text_column, f"{source}[{test_split}]")
         if isinstance(train, Dataset):
             train = data.normalise(train, "text", data_args.on_bad_row, f"{source}[{data_args.dataset_train_split}]")
             if test is not None:
-                test = data.normalise(test, "text", data_args.on_bad_row, f"{source}[{data_args.dataset_test_split}]")
+                test = data.normalise(test, "text", data_args.on_bad_row, f"{source}[{test_split}]")
     else:
         raise ConfigError("no data: set 'dataset_name' or 'dataset_mixture' in the recipe")
     if isinstance(train, Dataset) and len(train) == 0:
         raise DataError(f"{source}: no usable documents")
-    if test is None and data_args.eval_max_samples:  # no held-out split: hold out the first documents
+    if test is None and data_args.dataset_test_split_size:
+        if data_args.dataset_mixture:
+            raise ConfigError("dataset_test_split_size: a mixture holds out its own share: set "
+                              "dataset_mixture.test_split_size instead")
+        if not isinstance(train, Dataset):
+            raise ConfigError("dataset_test_split_size: a streamed dataset has no length; set eval_max_samples to hold "
+                              "out its first documents")
+        train, test = data.hold_out(train, data_args.dataset_test_split_size, cfg.data_seed or cfg.seed,
+                                    f"{source}[{data_args.dataset_train_split}]")
+    elif test is None and data_args.eval_max_samples:  # no held-out split: hold out the first documents
         n = data_args.eval_max_samples
         if isinstance(train, Dataset):
             n = min(n, len(train) // 10)
@@ -87,6 +102,11 @@ def load_text_splits(data_args: DataArguments, cfg: PretrainConfig) -> tuple[Dat
         else:
             test, train = Dataset.from_list(list(train.take(n))), train.skip(n)
         logger.info("validation: the first %d documents of the train split, held out", n)
+    if test is None:
+        _check_no_evaluation_asked(data_args, cfg, source, available)
+    if isinstance(train, Dataset):
+        logger.info("pretraining data: %s: %d train documents, %d eval documents", source, len(train),
+                    len(test) if isinstance(test, Dataset) else 0)
     if cfg.streaming and isinstance(train, Dataset):
         train = train.to_iterable_dataset()
     if isinstance(train, IterableDataset):
@@ -99,6 +119,20 @@ def load_text_splits(data_args: DataArguments, cfg: PretrainConfig) -> tuple[Dat
     elif isinstance(test, IterableDataset):
         raise ConfigError("eval_max_samples: set it to evaluate on a streamed validation split")
     return train, test
+
+
+def _check_no_evaluation_asked(data_args: DataArguments, cfg: PretrainConfig, source: str, available: list[str]) -> None:
+    """Without validation documents: an evaluation the recipe asks for is an error, not a silent skip."""
+    opted_out = (data_args.dataset_test_split or "").lower() == data.NO_SPLIT
+    asked = [name for name, on in (("eval_strategy", cfg.eval_strategy != "no"),
+                                   ("eval_before_training", cfg.eval_before_training and not opted_out)) if on]
+    if asked:
+        raise DataError(
+            f"{source}: no held-out split to evaluate on (available: {', '.join(available)}), and {' and '.join(asked)} "
+            f"ask for an evaluation: set dataset_test_split_size to hold out a share of train (or eval_max_samples "
+            f"for its first documents), or turn {' and '.join(asked)} off"
+        )
+    logger.info("pretraining without validation documents: no evaluation before or after")
 
 
 def separator_id(tokenizer: PreTrainedTokenizerBase) -> int:
@@ -188,7 +222,7 @@ def load_pretrain_tokenizer(cfg: PretrainConfig) -> PreTrainedTokenizerBase:
     source = cfg.tokenizer_name_or_path or cfg.model_name_or_path
     if not source:
         raise ConfigError("tokenizer_name_or_path: not set (train one with scripts/tokenizer.py)")
-    return AutoTokenizer.from_pretrained(source)
+    return models.load_tokenizer_from(source, "tokenizer_name_or_path" if cfg.tokenizer_name_or_path else "model_name_or_path")
 
 
 def build_pretrain_model(cfg: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:

@@ -20,6 +20,7 @@ from llm_recipes import REPO_ROOT
 from llm_recipes.errors import ConfigError
 from llm_recipes.export import VARIANTS, card_recipe
 from llm_recipes.hub import push_folder, read_marker
+from llm_recipes.redaction import redact_text
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +173,8 @@ def lineage_markdown(nodes: list[dict]) -> str:
         if n.get("recipe"):
             lines.append(f"- **Recipe:** `{n['recipe']}`")
             if n.get("recipe_text"):
-                lines += ["", "<details><summary>recipe</summary>", "", "```yaml", n["recipe_text"].rstrip(), "```", "", "</details>"]
+                recipe = redact_text(n["recipe_text"]).rstrip()  # the card is pushed: no token from an `env:` block
+                lines += ["", "<details><summary>recipe</summary>", "", "```yaml", recipe, "```", "", "</details>"]
         elif n["kind"] == "stage":
             lines.append("- **Recipe:** not recorded")
         lines.append("")

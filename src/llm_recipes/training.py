@@ -6,7 +6,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -14,9 +13,10 @@ from typing import Any
 import datasets
 import torch
 import transformers
-from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers import Trainer, TrainerState
+from transformers.trainer_utils import sort_checkpoints
 
+from llm_recipes import integrity
 from llm_recipes.hub import mark_complete, write_model_card
 
 logger = logging.getLogger("llm_recipes")
@@ -49,6 +49,20 @@ def setup(training_args) -> None:
         "stage output: %s; world size %d (%s), process rank %d",
         training_args.output_dir, training_args.world_size, training_args.parallel_mode.value, training_args.process_index,
     )
+    check_output_dir(training_args)
+
+
+def check_output_dir(training_args) -> None:
+    """Every training stage, before it loads anything: lock output_dir (main process), finish a final save a
+    kill interrupted, refuse the finished output or the checkpoints of another recipe, and end here (exit 0)
+    when output_dir already holds this recipe's finished output: a finished stage is never trained again."""
+    main = training_args.process_index == 0
+    with training_args.main_process_first(local=False, desc="checking the output folder"):
+        complete = integrity.begin_training_stage(training_args.output_dir, main_process=main,
+                                                  fallback_parsed=(training_args,))
+    if complete:
+        logger.info("%s: output complete with the same recipe; skipped (--force redoes it)", training_args.output_dir)
+        raise SystemExit(0)
 
 
 @contextlib.contextmanager
@@ -78,18 +92,14 @@ def apply_cpu_defaults(training_args) -> None:
 
 
 def last_complete_checkpoint(output_dir: str) -> str | None:
-    """The newest `checkpoint-N` in output_dir that was saved to the end. Trainer writes trainer_state.json
-    last, so a folder without a readable one was cut off while saving (a killed run) and is skipped. Nothing is
-    moved or deleted: every process of a distributed run calls this at once, and the folder is rewritten when
-    training reaches that step again."""
+    """The newest `checkpoint-N` in output_dir that was saved to the end (transformers' `sort_checkpoints`
+    orders them). Kept here: transformers' `get_last_checkpoint` takes the newest folder even when a kill cut
+    it off while saving; Trainer writes trainer_state.json last, so a folder without a readable one is skipped.
+    Nothing is moved or deleted: every process of a distributed run calls this at once, and the folder is
+    rewritten when training reaches that step again."""
     if not os.path.isdir(output_dir):
         return None
-    steps = []
-    for name in os.listdir(output_dir):
-        match = re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", name)
-        if match and os.path.isdir(os.path.join(output_dir, name)):
-            steps.append((int(match.group(1)), os.path.join(output_dir, name)))
-    for _, path in sorted(steps, reverse=True):
+    for path in reversed(sort_checkpoints(output_dir)):
         try:
             with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as fh:
                 json.load(fh)
@@ -101,13 +111,38 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
 
 def checkpoint_to_resume(training_args) -> str | None:
     """The checkpoint to continue from: the one asked for, else the last one in output_dir (a killed run
-    continues where it stopped rather than starting again)."""
-    if training_args.resume_from_checkpoint:
-        return training_args.resume_from_checkpoint
-    last = last_complete_checkpoint(training_args.output_dir)
-    if last is not None:
-        logger.info("resuming from checkpoint %s", last)
-    return last
+    continues where it stopped rather than starting again). Its files are checked whole first: a corrupted one
+    is a one-line error naming it."""
+    checkpoint = training_args.resume_from_checkpoint or last_complete_checkpoint(training_args.output_dir)
+    if checkpoint is not None:
+        integrity.check_checkpoint_files(checkpoint)
+        if not training_args.resume_from_checkpoint:
+            logger.info("resuming from checkpoint %s", checkpoint)
+    return checkpoint
+
+
+def finished_training(checkpoint: str | None) -> TrainerState | None:
+    """The checkpoint's state when it is the end of training (its step reached its max_steps)."""
+    if checkpoint is None:
+        return None
+    state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+    return state if state.max_steps and state.global_step >= state.max_steps else None
+
+
+def metrics_from_history(state: TrainerState) -> dict[str, Any]:
+    """The run's train metrics from a checkpoint's log history: train_loss is the mean loss over every step
+    (each logged loss is the mean since the previous log), only when the logs cover every step."""
+    metrics: dict[str, Any] = {"epoch": state.epoch, "total_flos": state.total_flos}
+    logged = [(entry["step"], entry["loss"]) for entry in state.log_history if "loss" in entry and "step" in entry]
+    if logged and logged[-1][0] == state.global_step:
+        total, previous = 0.0, 0
+        for step, loss in logged:
+            total += loss * (step - previous)
+            previous = step
+        metrics["train_loss"] = total / state.global_step
+    else:
+        logger.warning("the logged losses do not cover every step; train_loss is not reported")
+    return metrics
 
 
 def recipe_path(argv: list[str] | None = None) -> str | None:
@@ -116,9 +151,21 @@ def recipe_path(argv: list[str] | None = None) -> str | None:
 
 
 def train_and_evaluate(trainer: Trainer, training_args) -> dict[str, Any]:
-    """Train (resuming when a checkpoint exists), then evaluate on the eval split if there is one."""
-    result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args))
-    metrics = dict(result.metrics)
+    """Train (resuming when a checkpoint exists), then evaluate on the eval split if there is one. A checkpoint
+    that is already the end of training is loaded, not trained on: Trainer would train one more step from it
+    (or none, reporting train_loss 0)."""
+    checkpoint = checkpoint_to_resume(training_args)
+    if trainer.accelerator.is_main_process:
+        integrity.record_run(training_args.output_dir)
+    done = finished_training(checkpoint)
+    if done is not None and not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
+        logger.info("checkpoint %s ends the training (step %d of %d): saving it without another step",
+                    checkpoint, done.global_step, done.max_steps)
+        trainer._load_from_checkpoint(checkpoint)  # transformers' loader: full weights, sharded, or an adapter
+        trainer.state = done
+        metrics = metrics_from_history(done)
+    else:
+        metrics = dict(trainer.train(resume_from_checkpoint=checkpoint).metrics)
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     if trainer.eval_dataset is not None:
@@ -127,6 +174,32 @@ def train_and_evaluate(trainer: Trainer, training_args) -> dict[str, Any]:
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
     return metrics
+
+
+def staged_final_folder(output_dir: str, accelerator) -> str:
+    """The empty staging folder a stage writes its final files into (every process gets the same path), for
+    `publish_final_folder` to move onto output_dir: see `llm_recipes.integrity`."""
+    if accelerator.is_main_process:
+        integrity.clear_staging(output_dir)
+    accelerator.wait_for_everyone()
+    return str(integrity.staging_dir(output_dir))
+
+
+def publish_final_folder(output_dir: str) -> None:
+    """Main process, after the marker is in the staging folder: it becomes output_dir, checkpoints included."""
+    integrity.publish(output_dir)
+
+
+def push_stage_folder(folder: str, training_args, commit_message: str) -> None:
+    """Upload a finished stage folder to `hub_model_id` (the token comes from the environment: HF_TOKEN)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    repo_id = training_args.hub_model_id or os.path.basename(os.path.abspath(folder))
+    repo_id = api.create_repo(repo_id, private=getattr(training_args, "hub_private_repo", None), exist_ok=True).repo_id
+    api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
+                      ignore_patterns=["_*", "checkpoint-*", ".*"], revision=getattr(training_args, "hub_revision", None))
+    logger.info("pushed %s to %s", folder, repo_id)
 
 
 def save_stage(
@@ -142,9 +215,14 @@ def save_stage(
     description: str = "",
 ) -> None:
     """Save model (or adapter) and tokenizer in the Hub format, the card, the completion marker; push.
-    `extra_metrics` go into the card and the marker as they are."""
-    output_dir = training_args.output_dir
-    trainer.save_model(output_dir)
+    `extra_metrics` go into the card and the marker as they are. All of it is written to a staging folder
+    and then moved onto output_dir (`integrity.publish`): a reader sees the final files together, marker
+    included, or none."""
+    final_dir = training_args.output_dir
+    output_dir = staged_final_folder(final_dir, trainer.accelerator)
+    # _internal_call: with push_to_hub, Trainer.save_model would push at once, saving the model into output_dir
+    # again before the marker exists; the finished folder is pushed below
+    trainer.save_model(output_dir, _internal_call=True)
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(output_dir)
         keep = ("train_loss", "eval_loss", "train_runtime", "train_samples_per_second", "epoch")
@@ -161,10 +239,14 @@ def save_stage(
             description=description,
         )
         mark_complete(output_dir, stage, base_model=base_model, datasets=datasets_used, metrics=card_metrics)
-        logger.info("%s done: model saved to %s", stage, output_dir)
+        publish_final_folder(final_dir)
+        logger.info("%s done: model saved to %s", stage, final_dir)
     trainer.accelerator.wait_for_everyone()
-    if training_args.push_to_hub:  # Trainer's push skips checkpoint-* folders
-        trainer.push_to_hub(commit_message=f"llm-recipes {stage}")
+    if training_args.push_to_hub and trainer.accelerator.is_main_process:
+        # The published folder as it is. Trainer.push_to_hub would first save the model again into the finished
+        # folder (a reader could find it half-written, marker present) and write TRL's generic card ("fine-tuned
+        # version of [None]") over the project's; its ignore patterns are kept (no checkpoints, no private files).
+        push_stage_folder(final_dir, training_args, commit_message=f"llm-recipes {stage}")
     if trainer.accelerator.num_processes > 1:
         # Free DDP's Reducer (it holds the gloo/NCCL group) while every process is still here. Freed only when
         # `main` returned, after the group was destroyed, its ProcessGroupGloo destructor joined a worker thread

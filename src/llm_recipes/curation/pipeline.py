@@ -19,16 +19,21 @@ from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 
 from llm_recipes.curation import accounting
-from llm_recipes.curation.filters import CutoffFilter, MissingText, build_filters, exact_content, word_tokenizer
+from llm_recipes.curation.filters import (CutoffFilter, MissingText, build_filters, exact_content, listed_filters,
+                                          word_tokenizer)
 from llm_recipes.curation.mixing import draw, plan_mix, realised
 from llm_recipes.curation.pii import PIIScrubber, count_placeholders
 from llm_recipes.curation.routing import Accounted, Route, RoutedFilter, RoutedFormatter
-from llm_recipes.curation.sources import EXTRACTED_KINDS, SourceSpec, build_reader, ingest, parse_sources
+from llm_recipes.curation.sources import EXTRACTED_KINDS, ROW_METADATA, SourceSpec, build_reader, ingest, parse_sources
 from llm_recipes.errors import ConfigError, RecipeError
 from llm_recipes.hub import mark_complete, save_dataset
 
 logger = logging.getLogger("llm_recipes")
-OUTPUT_COLUMNS = ("text", "id", "source", "kind", "language", "date", "url")
+OUTPUT_COLUMNS = ("text", "id", "source", "kind", "language", "date", "url", ROW_METADATA)
+# MinHash LSH: a pair with Jaccard s on word 5-grams is found with P = 1 - (1 - s^10)^50: 0.9966 at s = 0.8, 0.048
+# at s = 0.5 (datatrove's 14 x 8 gives 0.924 at 0.8; benchmarks/results/curation_near_dedup.json measures both)
+DEDUP_DEFAULTS = {"exact": True, "near": True, "n_grams": 5, "num_buckets": 50, "hashes_per_bucket": 10, "seed": 1}
+PII_KEYS = ("enabled", "types", "placeholders", "only_public_ips", "route")
 
 
 @dataclass
@@ -62,10 +67,7 @@ def build_plan(args, specs: list[SourceSpec], work: Path) -> Plan:
                                _writer(excl / "extract"), Route(kinds=frozenset(EXTRACTED_KINDS)), "no_text_extracted"))
     for name, filt, route in build_filters(args.filters, word_tok):
         steps.append(RoutedFilter(filt, route, name, _writer(excl / name)))
-    pii = dict(args.pii or {})
-    unknown = sorted(set(pii) - {"enabled", "types", "placeholders", "only_public_ips", "route"})
-    if unknown:
-        raise ConfigError(f"pii: unknown key '{unknown[0]}' (allowed: enabled, types, placeholders, only_public_ips, route)")
+    pii = pii_settings(args)
     if pii.get("enabled", True):
         scrubber = PIIScrubber(**{k: v for k, v in pii.items() if k not in ("enabled", "route")})
         steps.append(RoutedFormatter(scrubber, Route.from_dict(pii.get("route"), "pii.route"), "pii"))
@@ -73,10 +75,7 @@ def build_plan(args, specs: list[SourceSpec], work: Path) -> Plan:
     stages = [("filter", steps, args.tasks)]
     current = work / "filtered"
 
-    dedup = {"exact": True, "near": True, "n_grams": 5, "num_buckets": 14, "hashes_per_bucket": 8, **(args.dedup or {})}
-    unknown = sorted(set(dedup) - {"exact", "near", "n_grams", "num_buckets", "hashes_per_bucket", "seed"})
-    if unknown:
-        raise ConfigError(f"dedup: unknown key '{unknown[0]}' (allowed: exact, near, n_grams, num_buckets, hashes_per_bucket, seed)")
+    dedup = dedup_settings(args)
 
     if dedup["exact"]:
         from datatrove.pipeline.dedup.exact_dedup import (ExactDedupConfig, ExactDedupFilter, ExactDedupSignature,
@@ -95,7 +94,7 @@ def build_plan(args, specs: list[SourceSpec], work: Path) -> Plan:
                                                       MinhashDedupFilter, MinhashDedupSignature)
 
         config = MinhashConfig(n_grams=dedup["n_grams"], num_buckets=dedup["num_buckets"],
-                               hashes_per_bucket=dedup["hashes_per_bucket"], seed=dedup.get("seed", 1))
+                               hashes_per_bucket=dedup["hashes_per_bucket"], seed=dedup["seed"])
         sigs, buckets, clusters = (str(work / n) for n in ("minhash_sigs", "minhash_buckets", "minhash_clusters"))
         stages += [
             ("minhash_signatures", [JsonlReader(str(current)), MinhashDedupSignature(sigs, config=config, language=word_tok)], args.tasks),
@@ -108,6 +107,48 @@ def build_plan(args, specs: list[SourceSpec], work: Path) -> Plan:
         ]
         current = work / "deduped"
     return Plan(stages, current)
+
+
+def pii_settings(args) -> dict:
+    pii = dict(args.pii or {})
+    unknown = sorted(set(pii) - set(PII_KEYS))
+    if unknown:
+        raise ConfigError(f"pii: unknown key '{unknown[0]}' (allowed: {', '.join(PII_KEYS)})")
+    return pii
+
+
+def dedup_settings(args) -> dict:
+    """The recipe's `dedup:` over DEDUP_DEFAULTS."""
+    dedup = {**DEDUP_DEFAULTS, **(args.dedup or {})}
+    unknown = sorted(set(dedup) - set(DEDUP_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"dedup: unknown key '{unknown[0]}' (allowed: {', '.join(DEDUP_DEFAULTS)})")
+    return dedup
+
+
+def run_settings(args) -> dict:
+    """What the run does, as logged at its start and written in the card: the filters the recipe lists (only those
+    run) with their parameters and routes, PII removal, deduplication and the cutoff."""
+    pii = pii_settings(args)
+    return {
+        "filters": {f.name: {"params": f.params, "route": f.route.describe()} for f in listed_filters(args.filters)},
+        "pii": {"enabled": pii.get("enabled", True), "types": pii.get("types") or "all"},
+        "dedup": dedup_settings(args),
+        "cutoff": {"date": args.cutoff_date, "undated_policy": args.undated_policy} if args.cutoff_date else None,
+    }
+
+
+def log_settings(settings: dict) -> None:
+    filters = settings["filters"]
+    listed = "; ".join(f"{name} ({_params(f['params'])}; on {f['route']})" for name, f in filters.items())
+    logger.info("curate: filters that run (only those the recipe lists): %s", listed or "none")
+    logger.info("curate: PII removal %s; dedup %s; cutoff %s",
+                f"on ({settings['pii']['types']})" if settings["pii"]["enabled"] else "off",
+                _params(settings["dedup"]), _params(settings["cutoff"]) if settings["cutoff"] else "none")
+
+
+def _params(params: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
 
 
 # ----------------------------------------------------------------------------------------------- executors
@@ -202,7 +243,8 @@ def finalize(args, specs: list[SourceSpec], work: Path, final_folder: Path) -> d
             split = _split_of(doc_id, args.validation_fraction, args.seed) if source in validation_sources else "train"
             rows_by_split[split].append({"text": doc["text"], "id": str(doc_id), "source": source,
                                          "kind": meta.get("kind"), "language": meta.get("language"),
-                                         "date": str(meta["date"]) if meta.get("date") else None, "url": meta.get("url")})
+                                         "date": str(meta["date"]) if meta.get("date") else None, "url": meta.get("url"),
+                                         ROW_METADATA: json.dumps(meta[ROW_METADATA]) if meta.get(ROW_METADATA) else None})
             output_rows[source] += 1
         kept[source] = len(set(chosen))
         for doc_id in set(chosen):
@@ -223,7 +265,10 @@ def finalize(args, specs: list[SourceSpec], work: Path, final_folder: Path) -> d
                        for split, rows in rows_by_split.items()})
     description = (f"Curated by llm-recipes' `curate` stage from {len(specs)} source(s): "
                    f"{', '.join(f'{s.name} ({s.kind}, weight {s.weight:g})' for s in specs)}. Every input document is "
-                   f"either here or in `exclusions.jsonl` with the stage and reason that removed it.")
+                   f"either here or in `exclusions.jsonl` with the stage and reason that removed it. `source` and `kind` are "
+                   f"the recipe's; a row's own fields (its own `source`, `kind`, `language`, ...) are kept in "
+                   f"`{ROW_METADATA}`, a JSON object; `date`, `url` (and `language` where a source sets `language_key`) "
+                   f"are read from the row's `date_key`, `url_key` and `language_key` fields.")
     save_dataset(dsd, args.output_dir, Path(args.output_dir).name, description + "\n\n" + summary_markdown(stats), stats)
     out = Path(args.output_dir)
     with open(out / "exclusions.jsonl", "w", encoding="utf-8") as fh:
@@ -268,6 +313,7 @@ def _statistics(args, specs, work, table, exclusions, rows_by_split, output_rows
                               "realised_share": round(output_rows.get(s.name, 0) / total_rows, 4) if total_rows else 0.0,
                               "excluded_by_stage": dict(by_stage_source.get(s.name, {}))}
     return {
+        **run_settings(args),
         "sources": per_source,
         "languages": dict(per_language),
         "stages": stages,
@@ -301,10 +347,13 @@ def summary_markdown(stats: dict) -> str:
     lines += [f"| {reason} | {n} |" for reason, n in stats["removal_reasons"].items()]
     lines += ["", "| language | documents | words |", "|---|---|---|"]
     lines += [f"| {lang} | {v['docs']} | {v['words']} |" for lang, v in sorted(stats["languages"].items())]
+    lines += ["", "### Filters run (only those the recipe lists)", "", "| filter | parameters | route |", "|---|---|---|"]
+    lines += [f"| {name} | {_params(f['params'])} | {f['route']} |" for name, f in stats["filters"].items()] or ["| none | | |"]
     d, c = stats["duplicates"], stats["cutoff"]
     lines += ["", f"Duplicates: {d['exact_removed']} exact, {d['near_removed']} near ({d['near_clusters']} clusters). "
               f"Cutoff {c['date']} (undated: {c['undated_policy']}): {c['removed']} removed. "
-              f"PII replaced: {json.dumps(stats['pii_replaced'])}."]
+              f"PII replaced: {json.dumps(stats['pii_replaced'])}.",
+              f"Near-duplicate settings: {_params({k: v for k, v in stats['dedup'].items()})}."]
     return "\n".join(lines)
 
 
@@ -318,6 +367,7 @@ def run_curation(args) -> dict:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
+    log_settings(run_settings(args))
     start = time.time()
     bad_rows = ingest(specs, work, args.on_bad_row)
     if bad_rows:

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from datatrove.data import Document
 from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, ParquetReader, WarcReader
 from datatrove.pipeline.readers.base import BaseDiskReader
 
@@ -23,8 +24,11 @@ from llm_recipes.errors import ConfigError, DataError
 KINDS = ("text", "jsonl", "parquet", "html", "warc", "code", "hub")
 EXTRACTED_KINDS = ("html", "warc")
 SOURCE_KEYS = {"name", "kind", "path", "dataset", "weight", "glob", "text_key", "id_key", "date_key", "url_key",
-               "language", "date", "split", "config", "limit"}
-DEFAULT_GLOBS = {"text": "**/*.txt", "jsonl": "**/*.jsonl*", "parquet": "**/*.parquet", "html": "**/*.htm*",
+               "language_key", "language", "date", "split", "config", "limit", "document_boundary"}
+DOCUMENT_BOUNDARIES = ("file", "blank_line", "line")
+COMPRESSED = (".gz", ".zst", ".zstd", ".bz2", ".xz")  # fsspec infers the codec from the name (datatrove's "infer")
+ROW_METADATA = "row_metadata"  # a row's own fields, kept apart from the metadata the stage keeps (source, kind, ...)
+DEFAULT_GLOBS = {"text": "**/*.txt*", "jsonl": "**/*.jsonl*", "parquet": "**/*.parquet", "html": "**/*.htm*",
                  "warc": "**/*.warc*", "code": "**/*"}
 CODE_LANGUAGES = {
     ".py": "python", ".js": "javascript", ".ts": "typescript", ".java": "java", ".c": "c", ".h": "c", ".cc": "cpp",
@@ -48,11 +52,13 @@ class SourceSpec:
     id_key: str = "id"
     date_key: str = "date"
     url_key: str = "url"
+    language_key: str | None = None
     language: str | None = None
     date: str | None = None
     split: str = "train"
     config: str | None = None
     limit: int = -1
+    document_boundary: str = "file"
     paths_file: str | None = field(default=None, repr=False)  # written by ingest: the files that passed
 
     @classmethod
@@ -77,6 +83,11 @@ class SourceSpec:
             raise ConfigError(f"{where}: missing 'path' (a file or folder)")
         elif not os.path.exists(spec.path):
             raise ConfigError(f"{where}: path '{spec.path}' not found")
+        if spec.document_boundary not in DOCUMENT_BOUNDARIES:
+            raise ConfigError(f"{where}: document_boundary must be one of {', '.join(DOCUMENT_BOUNDARIES)}, "
+                              f"got {spec.document_boundary!r}")
+        if spec.document_boundary != "file" and spec.kind != "text":
+            raise ConfigError(f"{where}: document_boundary applies to text sources only (kind: {spec.kind})")
         try:
             spec.weight = float(spec.weight)
         except (TypeError, ValueError):
@@ -111,31 +122,41 @@ def parse_sources(entries) -> list[SourceSpec]:
 
 
 # ----------------------------------------------------------------------------------------------- adapters
+def _plain(value):
+    """A JSON value (dates, numpy scalars and bytes from Parquet or the Hub become strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
 def adapt(self, data: dict, path: str, id_in_file) -> dict:
-    """datatrove adapter: text, id, source metadata; a missing text becomes MISSING_TEXT (dropped and counted)."""
+    """datatrove adapter of row sources: text and id; the row's other fields go, whole, under `row_metadata`, so
+    that a row's own `source`, `kind` or `language` never replaces the recipe's (accounting and routing use those);
+    `date`, `url` (and `language` with `language_key`) are read from the row's date_key, url_key, language_key.
+    A missing text becomes MISSING_TEXT (dropped and counted)."""
     text = data.pop(self.text_key, None)
     if not isinstance(text, str) or not text.strip():
         text = MISSING_TEXT
-    metadata = data.pop("metadata", None) or {}
-    if isinstance(metadata, str):
-        try:
-            metadata = json.loads(metadata)
-        except json.JSONDecodeError:
-            metadata = {"metadata": metadata}
     doc_id = data.pop(self.id_key, None)
-    meta = {**metadata, **{k: v for k, v in data.items() if isinstance(v, (str, int, float, bool)) or v is None}}
-    for wanted, key in (("date", self.date_key), ("url", self.url_key)):
-        if key in meta and wanted not in meta:
-            meta[wanted] = meta[key]
-    for key, value in list(meta.items()):
-        if not isinstance(value, (str, int, float, bool)) and value is not None:
-            meta[key] = str(value)
+    nested = data.pop("metadata", None) or {}  # datatrove's own JSONL output nests its metadata
+    if isinstance(nested, str):
+        try:
+            nested = json.loads(nested)
+        except json.JSONDecodeError:
+            nested = {"metadata": nested}
+    row = _plain({**nested, **data} if isinstance(nested, dict) else {**data, "metadata": nested})
+    meta = {}
+    for wanted, key in (("date", self.date_key), ("url", self.url_key), ("language", self.language_key)):
+        value = row.get(key) if key else None
+        if value not in (None, ""):
+            meta[wanted] = value if isinstance(value, str) else json.dumps(value)
+    if row:
+        meta[ROW_METADATA] = row
     return {"text": text, "id": str(doc_id) if doc_id is not None else f"{path}/{id_in_file}", "metadata": meta}
 
 
 class _KeysMixin:
     date_key = "date"
     url_key = "url"
+    language_key = None
 
 
 class AdaptedJsonlReader(_KeysMixin, JsonlReader):
@@ -150,17 +171,47 @@ class AdaptedHubReader(_KeysMixin, HuggingFaceDatasetReader):
     pass
 
 
+def split_documents(text: str, boundary: str) -> list[tuple[int, str]]:
+    """(first line number, text) of each document of a text file: the whole file, each block between blank lines,
+    or each non-empty line."""
+    if boundary == "file":
+        return [(1, text)]
+    documents, current, start = [], [], 1
+    for number, line in enumerate(text.split("\n"), start=1):  # line numbers as an editor shows them
+        line = line.rstrip("\r")
+        if boundary == "line":
+            if line.strip():
+                documents.append((number, line))
+            continue
+        if line.strip():
+            if not current:
+                start = number
+            current.append(line)
+        elif current:
+            documents.append((start, "\n".join(current)))
+            current = []
+    if current:
+        documents.append((start, "\n".join(current)))
+    return documents
+
+
 class WholeFileReader(BaseDiskReader):
-    """One document per file (text files, HTML pages, source code): id = path relative to the folder."""
+    """Files read as documents (text files, HTML pages, source code): one per file (id: the path relative to the
+    folder), or for text files one per blank-line block or per line (id: path:first line). Text and HTML files may
+    be compressed (.gz, .zst, ...: decompressed by fsspec as datatrove's JSONL reader does)."""
 
     name = "📄 Files"
 
-    def __init__(self, data_folder, kind: str, root: str | None = None, **kwargs):
+    def __init__(self, data_folder, kind: str, root: str | None = None, document_boundary: str = "file", **kwargs):
+        kwargs.pop("adapter", None)
+        kwargs.pop("text_key", None)
+        kwargs.pop("id_key", None)
         super().__init__(data_folder, **kwargs)
-        self.kind, self.root = kind, root
+        self.kind, self.root, self.document_boundary = kind, root, document_boundary
+        self.compression = "infer" if kind in ("text", "html") else None
 
     def read_file(self, filepath: str):
-        with self.data_folder.open(filepath, "rb") as fh:
+        with self.data_folder.open(filepath, "rb", compression=self.compression) as fh:
             raw = fh.read()
         text = raw.decode("utf-8", errors="replace")  # ingest already excluded undecodable files
         full = self.data_folder.resolve_paths(filepath)
@@ -170,9 +221,11 @@ class WholeFileReader(BaseDiskReader):
             meta["language"] = CODE_LANGUAGES.get(os.path.splitext(filepath)[1].lower(), "unknown")
         elif self.kind == "html":
             meta.update(html_metadata(text))
-        document = self.get_document_from_dict({"text": text, "id": rel, **meta}, filepath, 0)
-        if document:
-            yield document
+        parts = split_documents(text, self.document_boundary)
+        for line, part in parts:
+            doc_id = rel if self.document_boundary == "file" else f"{rel}:{line}"
+            yield Document(text=part if part.strip() else MISSING_TEXT, id=doc_id,
+                           metadata={**(self.default_metadata or {}), **meta})
 
 
 _META = re.compile(r"<(?:meta|link)\b[^>]*>", re.IGNORECASE)
@@ -219,8 +272,8 @@ def build_reader(spec: SourceSpec):
             disk.pop("adapter")
             reader = WarcReader(folder, **disk)
         else:
-            reader = WholeFileReader(folder, spec.kind, root=root, **disk)
-    reader.date_key, reader.url_key = spec.date_key, spec.url_key
+            reader = WholeFileReader(folder, spec.kind, root=root, document_boundary=spec.document_boundary, **disk)
+    reader.date_key, reader.url_key, reader.language_key = spec.date_key, spec.url_key, spec.language_key
     return reader
 
 
@@ -238,9 +291,19 @@ class BadRow:
             "source": self.source, "filter_reason": f"ingest:{self.reason}", "file_path": self.file, "row": self.row}}
 
 
+def open_decompressed(path: Path):
+    """A binary file object of the decompressed content (compression inferred from the name, as the readers do)."""
+    import io
+
+    import fsspec
+
+    # zstandard's reader has no readline: buffered, it iterates by line like a plain file
+    return io.BufferedReader(fsspec.open(str(path), "rb", compression="infer").open())
+
+
 def _check_jsonl(path: Path, spec: SourceSpec) -> list[tuple[int, str]]:
     bad = []
-    with open(path, "rb") as fh:
+    with open_decompressed(path) as fh:
         for number, raw in enumerate(fh, start=1):
             try:
                 line = raw.decode("utf-8")
@@ -287,13 +350,17 @@ def ingest(specs: list[SourceSpec], work_dir: Path, on_bad_row: str) -> list[Bad
         clean_dir = work_dir / "ingest" / spec.name
         for rel in files:
             path = Path(folder) / rel
-            if spec.kind == "jsonl" and not rel.endswith((".gz", ".zst")):
+            if spec.kind == "jsonl":
                 bad = _check_jsonl(path, spec)
             elif spec.kind == "parquet":
                 bad = _check_parquet(path, spec)
             elif spec.kind in ("text", "html", "code"):
                 try:
-                    path.read_bytes().decode("utf-8")
+                    if spec.kind == "code":
+                        path.read_bytes().decode("utf-8")
+                    else:
+                        with open_decompressed(path) as fh:
+                            fh.read().decode("utf-8")
                     bad = []
                 except UnicodeDecodeError:
                     bad = [(None, "binary_file" if spec.kind == "code" else "undecodable_bytes")]
@@ -310,9 +377,9 @@ def ingest(specs: list[SourceSpec], work_dir: Path, on_bad_row: str) -> list[Bad
             if bad and spec.kind == "jsonl":
                 # datatrove would skip these lines (or the rest of the file, on bad bytes) itself: read a clean copy
                 skip = {row for row, _ in bad}
-                target = clean_dir / rel
+                target = clean_dir / (os.path.splitext(rel)[0] if rel.endswith(COMPRESSED) else rel)  # written plain
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "rb") as src, open(target, "wb") as dst:
+                with open_decompressed(path) as src, open(target, "wb") as dst:
                     for number, raw in enumerate(src, start=1):
                         if number not in skip:
                             dst.write(raw)

