@@ -74,6 +74,22 @@ def test_marker_redacts_secrets(tmp_path, monkeypatch):
     assert marker["note"] == f"pushed with {REDACTED}"
 
 
+def test_figures_and_the_working_directory_are_not_secrets(tmp_path, monkeypatch):
+    """Seen: the marker's `eval_mean_token_accuracy` (a number) became <redacted>, and so did every occurrence of the
+    working directory in error lines and cards (the shell's PWD was taken for a password)."""
+    workdir = tmp_path / "my_project_dir"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("PWD", str(workdir))
+    monkeypatch.setenv("OLDPWD", str(tmp_path))
+    mark_complete(tmp_path / "out", "dpo", metrics={"eval_mean_token_accuracy": 0.716, "eval_num_tokens": 9038.0},
+                  note=f"trained in {workdir}")
+    marker = read_marker(tmp_path / "out")
+    assert marker["metrics"] == {"eval_mean_token_accuracy": 0.716, "eval_num_tokens": 9038.0}
+    assert marker["note"] == f"trained in {workdir}"
+    assert redact_text(f"error: {workdir}/recipe.yaml: bad") == f"error: {workdir}/recipe.yaml: bad"
+
+
 def test_redact_text_forms():
     text = (f"hub_token: {CLI_TOKEN}\nrun: python x.py --hub_token {CLI_TOKEN} --seed 3\n"
             f'{{"api_key": "{API_KEY}", "stop_token": "eos"}}\nenv: {{DB_PASSWORD: {PASSWORD}, A: 1}}\n')

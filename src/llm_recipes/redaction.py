@@ -16,7 +16,8 @@ from typing import Any
 
 REDACTED = "<redacted>"
 
-SECRET_WORDS = frozenset({"token", "key", "secret", "secrets", "password", "passwd", "pwd", "apikey", "credential",
+# not "pwd": the shell's PWD/OLDPWD hold the working directory, which would then be scrubbed from every path
+SECRET_WORDS = frozenset({"token", "key", "secret", "secrets", "password", "passwd", "apikey", "credential",
                           "credentials", "auth", "passphrase"})
 # names with such a word that hold no secret: a tokenizer's special tokens, a source's column names, per-token figures
 _NOT_SECRET = re.compile(
@@ -81,8 +82,8 @@ def redact_text(text: str) -> str:
 
 def redact(obj: Any) -> Any:
     """A copy of a mapping/list/string with secret-named entries and known secret values redacted."""
-    if isinstance(obj, dict):
-        return {k: REDACTED if is_secret_name(k) and obj[k] not in (None, "", False, True) else redact(obj[k])
+    if isinstance(obj, dict):  # a secret is a string: numbers under such names are figures (mean_token_accuracy)
+        return {k: REDACTED if is_secret_name(k) and isinstance(obj[k], str) and obj[k] else redact(obj[k])
                 for k in obj}
     if isinstance(obj, (list, tuple)):
         return type(obj)(redact(v) for v in obj)
