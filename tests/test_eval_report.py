@@ -98,3 +98,17 @@ def test_a_missing_image_is_detected(tmp_path):
     page = tmp_path / "broken.html"
     page.write_text("<html><body><table></table><img alt='gone' src='missing.png'></body></html>")
     assert render_check(page)["broken"] == ["gone"]
+
+
+def test_report_says_which_sandbox_limits_held(tmp_path):
+    """A code benchmark run with `allow_weaker_sandbox: true`: the report lists each sandbox limit and whether it
+    held on this machine, so a weaker run is visible to whoever reads the report, not only in results.json."""
+    results = {"title": "t", "models": [{"name": "m", "path": "p"}], "benchmarks": {"m": {"humaneval": {"pass@1": 0.5}}},
+               "code_sandbox_limits": {"memory_tree": False, "no_ptrace": True, "network_off": True}}
+    write_report(results, tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "Code sandbox" in markdown
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in markdown.splitlines()
+            if line.startswith("| ") and line.count("|") == 3}
+    assert rows["memory_tree"] == "NO" and rows["no_ptrace"] == "yes" and rows["network_off"] == "yes"
+    assert "memory_tree" in (tmp_path / "report.html").read_text()

@@ -78,6 +78,10 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                              f"{w['wins']}/{w['ties']}/{w['losses']}"])
         out.append((f"Win rate over {comp['baseline']} (scored by {comp.get('scored_by', '?')})",
                     ["model", "baseline", "by", "win rate", "CI", "W/T/L"], rows))
+    limits = results.get("code_sandbox_limits")
+    if limits:  # a run with allow_weaker_sandbox shows here which limits did not hold
+        out.append(("Code sandbox: limits that held on this machine", ["limit", "held"],
+                    [[name, "yes" if held else "NO"] for name, held in limits.items()]))
     return out
 
 
