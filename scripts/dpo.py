@@ -13,7 +13,6 @@ fine-tuning, a copy of the starting weights (or none, with `precompute_ref_log_p
 import copy
 import logging
 
-from trl import DPOTrainer
 
 from llm_recipes import alignment, data, models, training
 from llm_recipes.configs import AlignmentModelArguments, DataArguments, DPOStageConfig, run_cli
@@ -37,7 +36,7 @@ def main(data_args: DataArguments, training_args: DPOStageConfig, model_args: Al
         # merged from an adapter: TRL would rebuild the reference from the config's path, i.e. the bare base
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
 
-    trainer = DPOTrainer(
+    trainer = alignment.PairWeightedDPOTrainer(
         model=model,
         ref_model=ref_model,
         args=training_args,

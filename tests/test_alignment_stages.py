@@ -182,6 +182,36 @@ def test_dpo_data_without_a_test_split_holds_out_pairs(tiny_model_dir, pairs_wit
 
 
 @pytest.mark.slow
+def test_dpo_eval_figures_are_means_over_all_pairs(tiny_model_dir, toy_data_dir, tmp_path):
+    """TRL's DPO eval figures are means of per-batch means: with 35 eval pairs in batches of 32 and 3, the 3 weighed
+    as much as the 32. The figure must not depend on the eval batch size: one batch of 35 gives the share itself."""
+    from llm_recipes.data import load_source
+
+    pairs = load_source(str(toy_data_dir / "preferences"), split=None)
+    data = tmp_path / "pairs"
+    data.mkdir()
+    write_jsonl(data / "train.jsonl", pairs["train"].select(range(16)).to_list())
+    write_jsonl(data / "test.jsonl", pairs["test"].select(range(35)).to_list())
+    figures = {}
+    for eval_batch in (35, 32):
+        out = tmp_path / f"dpo_eval{eval_batch}"
+        ok(run_script("dpo.py", "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(data),
+                      "--output_dir", str(out), "--max_steps", "4", "--per_device_train_batch_size", "4",
+                      "--learning_rate", "3e-3", "--per_device_eval_batch_size", str(eval_batch), "--max_length", "96",
+                      *COMMON))
+        figures[eval_batch] = read_marker(out)["metrics"]
+    one_batch = figures[35]["eval_rewards/accuracies"]  # a single batch: TRL's mean is the share of all 35 pairs
+    k = round(one_batch * 35)
+    assert abs(one_batch - k / 35) < 1e-6 and 0 < k < 35, one_batch
+    assert figures[32]["eval_rewards/accuracies"] == pytest.approx(k / 35, abs=1e-6)
+    assert figures[32]["eval_rewards/margins"] == pytest.approx(figures[35]["eval_rewards/margins"], rel=1e-3, abs=1e-5)
+    assert figures[32]["eval_pairs_scored"] == 35
+    low, high = wilson_by_hand(k, 35)
+    assert figures[32]["eval_rewards/accuracies_ci_low"] == pytest.approx(low, abs=1e-9)
+    assert figures[32]["eval_rewards/accuracies_ci_high"] == pytest.approx(high, abs=1e-9)
+
+
+@pytest.mark.slow
 def test_sft_lora_chains_into_dpo(tiny_model_dir, toy_data_dir, tmp_path):
     sft = tmp_path / "sft_lora"
     ok(run_script("sft.py", "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(toy_data_dir / "sft"),

@@ -23,9 +23,11 @@ from pathlib import Path
 import torch
 from datasets import DatasetDict
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from trl import DPOTrainer
 
 from llm_recipes import data, models, training
 from llm_recipes.errors import ConfigError
+from llm_recipes.reward import wilson_interval
 
 logger = logging.getLogger(__name__)
 
@@ -268,3 +270,36 @@ def train_online_rl(trainer_class: type, stage: str, data_args, training_args, m
         metrics=metrics,
         extra_metrics={"rewards": ", ".join(str(r) for r in rewards if r)},
     )
+
+
+class PairWeightedDPOTrainer(DPOTrainer):
+    """TRL's DPOTrainer with eval figures that are means over all eval pairs, the count scored and a 95% interval
+    for the reward accuracy. TRL averages per-batch means (35 pairs in batches of 32 and 3: each of the 3 weighed
+    ten times more), so its figure changed with the eval batch size. Training and its logs are TRL's."""
+
+    PER_PAIR = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+                "logps/rejected")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._eval_batch_pairs: list[int] = []
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        outputs = super()._compute_loss(model, inputs, return_outputs)
+        if not self.model.training:  # the batch is [chosen..., rejected...]; TRL gathered every process's pairs
+            pairs = torch.tensor(inputs["input_ids"].shape[0] // 2, device=self.accelerator.device)
+            self._eval_batch_pairs.append(int(self.accelerator.gather(pairs).sum()))
+        return outputs
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        weights, self._eval_batch_pairs = self._eval_batch_pairs, []
+        stored = self._metrics["eval"]
+        if not self.model.training and weights and len(stored.get("rewards/accuracies", [])) == len(weights):
+            total = sum(weights)
+            for key in self.PER_PAIR:
+                if len(stored.get(key, [])) == len(weights):
+                    stored[key] = [sum(v * w for v, w in zip(stored[key], weights)) / total]
+            correct = round(stored["rewards/accuracies"][0] * total)
+            logs["eval_pairs_scored"] = total
+            logs["eval_rewards/accuracies_ci_low"], logs["eval_rewards/accuracies_ci_high"] = wilson_interval(correct, total)
+        super().log(logs, start_time)

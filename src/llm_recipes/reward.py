@@ -44,6 +44,11 @@ def _wilson():
     return module.wilson
 
 
+def wilson_interval(successes: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a share (the one the evaluation metrics use)."""
+    return _wilson()(successes, n)
+
+
 def pairwise_metrics(chosen: list[float], rejected: list[float], dropped_too_long: int) -> dict[str, float | int]:
     """Accuracy (chosen scored strictly above rejected) over all scored pairs, its 95% Wilson interval, the mean
     margin and the counts."""
@@ -51,7 +56,7 @@ def pairwise_metrics(chosen: list[float], rejected: list[float], dropped_too_lon
     if n == 0:
         raise DataError("eval split: no pair left to score")
     correct = sum(c > r for c, r in zip(chosen, rejected))
-    low, high = _wilson()(correct, n)
+    low, high = wilson_interval(correct, n)
     return {
         "accuracy": correct / n,
         "accuracy_ci_low": low,
