@@ -2,7 +2,7 @@
 vocabulary 128,256) on ONE GPU at sequence length 2048: 4-bit NF4 base (double quantisation, bf16 compute),
 LoRA on all linear layers, bf16, gradient checkpointing, FlashAttention-2 when flash-attn is installed (else
 sdpa), through TRL's SFTTrainer as scripts/sft.py uses it. Measures peak GPU memory and training tokens/s, and
-compares them with the anchor (ANCHORS.md: torchtune Llama-3.1-8B QLoRA on one RTX 4090: 7.4 GiB, 2,413 tok/s).
+compares them with a published figure (torchtune Llama-3.1-8B QLoRA on one RTX 4090: 7.4 GiB, 2,413 tok/s).
 
     python benchmarks/qlora_8b_gpu.py                       # batch 1 x 2048, 30 steps (5 untimed)
     python benchmarks/qlora_8b_gpu.py --batch_size 2 --attn sdpa
@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-ANCHOR = {"source": "torchtune Llama-3.1-8B QLoRA, one RTX 4090 (ANCHORS.md)", "peak_memory_gib": 7.4, "tokens_per_sec": 2413}
+ANCHOR = {"source": "torchtune Llama-3.1-8B QLoRA, one RTX 4090 (published)", "peak_memory_gib": 7.4, "tokens_per_sec": 2413}
 LLAMA3_VOCAB = 128256
 
 

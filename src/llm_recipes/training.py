@@ -75,7 +75,7 @@ def main_process_loads_data_first(training_args) -> Iterator[None]:
 
 def cpu_threads() -> int:
     """Torch threads on CPU: OMP_NUM_THREADS when set, else half the cores (a shared 2-core machine
-    oversubscribes OpenMP with 2 threads and runs 10-100x slower; FACTS.md)."""
+    oversubscribes OpenMP with 2 threads and was measured 10-100x slower)."""
     return int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 2) // 2))
 
 
