@@ -26,7 +26,7 @@ import datasets
 from datasets import Dataset, DatasetDict
 from trl.data_utils import extract_prompt
 
-from llm_recipes.errors import ConfigError, DataError
+from llm_recipes.errors import ConfigError, DataError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -96,12 +96,8 @@ def _load_json_lines(path: str, on_bad_row: str) -> Dataset:
                 "json", data_files=path_to_load, split="train", cache_dir=_local_cache_dir(path)
             )
         except Exception as err:  # e.g. a field whose type changes between lines
-            raise DataError(f"{path}: cannot be read as JSON lines ({type(err).__name__}: {_first_line(err)})") from None
+            raise DataError(f"{path}: cannot be read as JSON lines ({type(err).__name__}: {first_line(err)})") from None
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def load_source(
@@ -136,7 +132,7 @@ def load_source(
                     FILE_BUILDERS[ext], data_files=source, split="train", cache_dir=_local_cache_dir(source), **extra
                 )
             except Exception as err:  # datasets wraps parser errors in several types
-                raise DataError(f"{source}: cannot be read as {ext[1:]} ({type(err).__name__}: {_first_line(err)})") from None
+                raise DataError(f"{source}: cannot be read as {ext[1:]} ({type(err).__name__}: {first_line(err)})") from None
             if ext == ".txt":
                 ds = _without_blank_documents(ds, source, text_sample_by)
         if split is None:
@@ -152,7 +148,7 @@ def load_source(
                 extra = {"sample_by": text_sample_by} if text_folder else {}
                 loaded = datasets.load_dataset(source, name=config, cache_dir=_local_cache_dir(source), **extra)
         except Exception as err:  # an empty folder, unreadable files, an unknown config name
-            raise DataError(f"{source}: cannot load this folder as a dataset ({type(err).__name__}: {_first_line(err)})") from None
+            raise DataError(f"{source}: cannot load this folder as a dataset ({type(err).__name__}: {first_line(err)})") from None
         if text_folder:
             loaded = DatasetDict({name: _without_blank_documents(ds, f"{source}[{name}]", text_sample_by)
                                   for name, ds in loaded.items()})
@@ -173,7 +169,7 @@ def load_source(
         except Exception as err:  # offline, no such repo, gated, unknown config
             raise DataError(
                 f"{source}: not a local file or folder, and loading it from the Hub failed "
-                f"({type(err).__name__}: {_first_line(err)})"
+                f"({type(err).__name__}: {first_line(err)})"
             ) from None
     if isinstance(loaded, Dataset):
         loaded = DatasetDict({"train": loaded})
@@ -268,7 +264,7 @@ def hold_out(ds: Dataset, size: float | int, seed: int, source: str) -> tuple[Da
         size = int(size) if size >= 1 else float(size)
         parts = ds.train_test_split(test_size=size, seed=seed)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"dataset_test_split_size: {size!r} for {source} ({len(ds)} rows): {_first_line(err)}") from None
+        raise ConfigError(f"dataset_test_split_size: {size!r} for {source} ({len(ds)} rows): {first_line(err)}") from None
     logger.info("%s: held out %d of the %d rows of train (dataset_test_split_size %s, seed %d) for evaluation",
                 source, len(parts["test"]), len(ds), size, seed)
     return parts["train"], parts["test"]
@@ -578,7 +574,7 @@ def load_mixture(
         try:
             return combined.train_test_split(test_size=test_size, seed=seed)
         except (TypeError, ValueError) as err:
-            raise ConfigError(f"dataset_mixture: test_split_size {test_size!r}: {_first_line(err)}") from None
+            raise ConfigError(f"dataset_mixture: test_split_size {test_size!r}: {first_line(err)}") from None
     return DatasetDict({"train": combined})
 
 

@@ -11,3 +11,9 @@ class ConfigError(RecipeError):
 
 class DataError(RecipeError):
     """A dataset that cannot be used: unknown format, malformed row, missing column."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (library errors run to many lines), or its type's name."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -23,7 +23,7 @@ from accelerate import PartialState
 from trl import get_peft_config, get_quantization_config
 
 from llm_recipes.chat_templates import align_model_with_tokenizer, setup_chat_template
-from llm_recipes.errors import ConfigError
+from llm_recipes.errors import ConfigError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +63,6 @@ def looks_local(path: str) -> bool:
             or (path.count("/") == 1 and os.path.isdir(path.split("/")[0])))
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
 
 def check_safetensors(path: str, key: str) -> None:
     """Read a safetensors file's header: a truncated or corrupt file fails here, in a second, not mid-load."""
@@ -76,20 +72,29 @@ def check_safetensors(path: str, key: str) -> None:
         with safe_open(path, framework="pt"):
             pass
     except (SafetensorError, OSError) as err:
-        raise ConfigError(f"{key}: {path}: truncated or corrupt safetensors file ({_first_line(err)})") from None
+        raise ConfigError(f"{key}: {path}: truncated or corrupt safetensors file ({first_line(err)})") from None
 
 
-def check_tokenizer_source(path: str | None, key: str = "tokenizer_name_or_path") -> None:
-    """A local tokenizer folder must exist and hold tokenizer files (a Hub id is checked when it loads)."""
+def _local_folder(path: str | None, key: str, what: str) -> str | None:
+    """`path` as a local folder to check, or None for a Hub id (checked when it loads); a local-looking path that
+    is missing or not a folder is a one-line error naming `key`."""
     if path is None:
         raise ConfigError(f"{key}: not set")
     path = os.path.expanduser(path)
     if not os.path.exists(path):
         if looks_local(path):
             raise ConfigError(f"{key}: {path}: no such folder")
-        return
+        return None
     if not os.path.isdir(path):
-        raise ConfigError(f"{key}: {path}: a file, not a tokenizer folder")
+        raise ConfigError(f"{key}: {path}: a file, not a {what} folder")
+    return path
+
+
+def check_tokenizer_source(path: str | None, key: str = "tokenizer_name_or_path") -> None:
+    """A local tokenizer folder must exist and hold tokenizer files (a Hub id is checked when it loads)."""
+    path = _local_folder(path, key, "tokenizer")
+    if path is None:
+        return
     if not any(os.path.isfile(os.path.join(path, name)) for name in TOKENIZER_FILES):
         raise ConfigError(
             f"{key}: {path}: no tokenizer in the folder (none of {', '.join(TOKENIZER_FILES[:4])}); "
@@ -103,15 +108,9 @@ def check_local_weights(path: str | None, key: str = "model_name_or_path", token
     files can run code when loaded, so they are refused: convert them to safetensors first), and, with `tokenizer`,
     a tokenizer (for an adapter, with `tokenizer_from_base`, its base's will do). An adapter folder needs
     safetensors adapter weights and a base that is there. A Hub id passes (it is loaded with use_safetensors=True)."""
+    path = _local_folder(path, key, "model")
     if path is None:
-        raise ConfigError(f"{key}: not set")
-    path = os.path.expanduser(path)
-    if not os.path.exists(path):
-        if looks_local(path):
-            raise ConfigError(f"{key}: {path}: no such folder")
-        return  # a Hub id
-    if not os.path.isdir(path):
-        raise ConfigError(f"{key}: {path}: a file, not a model folder")
+        return
     names = os.listdir(path)
     pickled = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
     if "adapter_config.json" in names:  # a PEFT adapter folder
@@ -156,7 +155,7 @@ def load_pretrained(model_cls, path: str, key: str = "model_name_or_path", **kwa
     try:
         return model_cls.from_pretrained(path, **kwargs)
     except (OSError, ValueError, SafetensorError) as err:  # HFValidationError is a ValueError
-        raise ConfigError(f"{key}: '{path}' cannot be loaded as a model ({_first_line(err)})") from None
+        raise ConfigError(f"{key}: '{path}' cannot be loaded as a model ({first_line(err)})") from None
 
 
 def load_adapter(base_model, adapter_dir: str, key: str = "model_name_or_path", **kwargs):
@@ -176,7 +175,7 @@ def load_adapter(base_model, adapter_dir: str, key: str = "model_name_or_path", 
     except (OSError, ValueError, SafetensorError) as err:
         if isinstance(err, ConfigError):
             raise
-        raise ConfigError(f"{key}: '{adapter_dir}' cannot be loaded as an adapter ({_first_line(err)})") from None
+        raise ConfigError(f"{key}: '{adapter_dir}' cannot be loaded as an adapter ({first_line(err)})") from None
 
 
 def load_tokenizer_from(path: str, key: str = "tokenizer_name_or_path", **kwargs) -> PreTrainedTokenizerBase:
@@ -186,7 +185,7 @@ def load_tokenizer_from(path: str, key: str = "tokenizer_name_or_path", **kwargs
     try:
         return AutoTokenizer.from_pretrained(path, **kwargs)
     except (OSError, ValueError, TypeError) as err:
-        raise ConfigError(f"{key}: '{path}' cannot be loaded as a tokenizer ({_first_line(err)})") from None
+        raise ConfigError(f"{key}: '{path}' cannot be loaded as a tokenizer ({first_line(err)})") from None
 
 
 def load_tokenizer(model_args, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
