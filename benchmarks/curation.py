@@ -32,7 +32,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from datatrove.utils.text import TextNormConfig, simplify_text  # noqa: E402
 
-from llm_recipes.configs import CurationArguments  # noqa: E402
+from llm_recipes.curation.config import CurationArguments  # noqa: E402
 from llm_recipes.curation import accounting  # noqa: E402
 from llm_recipes.curation.filters import WhitespaceWordTokenizer, WordListFilter  # noqa: E402
 from llm_recipes.curation.pii import PII_TYPES, PIIScrubber  # noqa: E402
@@ -54,7 +54,7 @@ def jaccard(a: str, b: str) -> float:
 
 def base_args(src: Path, out: Path) -> CurationArguments:
     return CurationArguments(
-        sources=[{"name": "web", "kind": "jsonl", "path": str(src), "weight": 1.0}],
+        sources=[{"name": "web", "kind": "jsonl", "path": str(src), "share": 1.0}],
         output_dir=str(out), tasks=2, workers=2, word_tokenizer="whitespace", on_bad_row="error",
         filters={"code": {}, "length": {"min_chars": 20}, "language": {"languages": ["en"], "threshold": 0.5},
                  "gopher_repetition": {}, "gopher_quality": {"min_doc_words": 30}, "c4_quality": {"min_num_sentences": 3},
@@ -256,7 +256,7 @@ def near_dedup_benchmark(opts) -> int:
         out = work / f"out_{setting}"
         start = time.time()
         run_curation(CurationArguments(
-            sources=[{"name": "web", "kind": "jsonl", "path": str(work), "glob": "docs-*.jsonl", "weight": 1.0}],
+            sources=[{"name": "web", "kind": "jsonl", "path": str(work), "glob": "docs-*.jsonl", "share": 1.0}],
             output_dir=str(out), tasks=2, workers=2, word_tokenizer="whitespace", filters={},
             pii={"enabled": False}, dedup={"exact": False, "num_buckets": bands, "hashes_per_bucket": rows},
             validation_fraction=0.0))

@@ -45,7 +45,7 @@ def run_ours(settings: dict, out_dir: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    from llm_recipes.configs import PPOConfig
+    from llm_recipes.ppo.config import PPOArguments
     from llm_recipes.ppo import PPOTrainer
     from datasets import Dataset
 
@@ -53,7 +53,7 @@ def run_ours(settings: dict, out_dir: Path) -> dict:
     torch.manual_seed(h["seed"])
     tokenizer = AutoTokenizer.from_pretrained(settings["policy"])
     prompts = Dataset.from_dict({"prompt": json.loads(Path(settings["prompts_file"]).read_text())})
-    args = PPOConfig(
+    args = PPOArguments(
         output_dir=str(out_dir), per_device_train_batch_size=h["batch_size"], gradient_accumulation_steps=1,
         num_mini_batches=1, total_episodes=h["batch_size"] * h["updates"], num_ppo_epochs=h["num_ppo_epochs"],
         learning_rate=h["learning_rate"], lr_scheduler_type=h["lr_scheduler_type"], response_length=h["response_length"],
@@ -81,7 +81,7 @@ def final_scores(policy_dir: str, settings: dict) -> dict:
 
     from llm_recipes.data import load_source
     from llm_recipes.toy.alignment_eval import reward_scores, sampled_kl, score_policy
-    from llm_recipes.toy.evaluate import generate_answers
+    from llm_recipes.evaluation.generation import generate_answers
 
     rows = list(load_source(settings["heldout"], split="test"))
     questions = [r["question"] for r in rows]

@@ -28,9 +28,10 @@ import transformers  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 from transformers.optimization import get_scheduler  # noqa: E402
 
-from llm_recipes.configs import DataArguments, PretrainConfig  # noqa: E402
+from llm_recipes.data_config import DataArguments  # noqa: E402
+from llm_recipes.parser import CPU_DEFAULTS  # noqa: E402
 from llm_recipes.pretrain import build_trainer  # noqa: E402
-from llm_recipes.training import apply_cpu_defaults  # noqa: E402
+from llm_recipes.pretrain_config import PretrainArguments  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -49,7 +50,7 @@ class StepTimer(TrainerCallback):
         self.end = time.perf_counter()
 
 
-def bare_loop(model, dataloader, steps: int, cfg: PretrainConfig, skip: int) -> float:
+def bare_loop(model, dataloader, steps: int, cfg: PretrainArguments, skip: int) -> float:
     """The same optimisation in plain PyTorch over the same DataLoader (same batches, same order, same
     collation cost): AdamW with decay on matrices, clipping, the same schedule."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
@@ -91,13 +92,12 @@ def main() -> None:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = PretrainConfig(
+        cfg = PretrainArguments(
             output_dir=tmp, tokenizer_name_or_path=args.tokenizer, model_size=args.model_size,
             block_size=args.block_size, per_device_train_batch_size=args.batch_size, max_steps=args.steps,
             learning_rate=3e-3, logging_steps=20, save_strategy="no", eval_strategy="no", report_to="none",
-            disable_tqdm=True, eval_before_training=False, use_cpu=True, seed=0,
+            disable_tqdm=True, eval_before_training=False, seed=0, **CPU_DEFAULTS,
         )
-        apply_cpu_defaults(cfg)
         trainer = build_trainer(DataArguments(dataset_name=args.data, dataset_test_split="none"), cfg)
         timer = StepTimer(skip)
         trainer.add_callback(timer)

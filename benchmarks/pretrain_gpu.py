@@ -25,7 +25,8 @@ import transformers
 from datasets import Dataset, DatasetDict
 from transformers import TrainerCallback
 
-from llm_recipes.configs import DataArguments, PretrainConfig
+from llm_recipes.data_config import DataArguments
+from llm_recipes.pretrain_config import PretrainArguments
 from llm_recipes.pretrain import build_trainer
 from llm_recipes.tokenizer import train_bpe_tokenizer
 
@@ -80,7 +81,7 @@ def main() -> None:
         # pad the vocabulary to 32k, so the embedding and lm_head cost what they cost in a real run
         tokenizer.add_tokens([f"<extra_{i}>" for i in range(32768 - len(tokenizer))])
         tokenizer.save_pretrained(tmp / "tokenizer")
-        cfg = PretrainConfig(
+        cfg = PretrainArguments(
             output_dir=str(tmp / "out"), tokenizer_name_or_path=str(tmp / "tokenizer"), model_size=args.model_size,
             attn_implementation=args.attn, block_size=args.block_size, per_device_train_batch_size=args.batch_size,
             max_steps=args.steps, bf16=True, torch_compile=args.torch_compile,

@@ -382,7 +382,7 @@ def curation_cases(work: Path, wanted: list[str]) -> list[dict]:
             (folder / "pages.jsonl").write_text(text)
         source = name.replace(".", "_")
         sources.append({"name": source, "kind": "jsonl", "path": str(folder), "language_key": "language",
-                        "weight": 1.0 / len(wanted)})
+                        "share": 1.0 / len(wanted)})
         expected[source] = (name, rows, reasons)
     out = work / "runs" / "curated"
     recipe = work / "curate.yaml"

@@ -1,12 +1,12 @@
-"""The toy pipeline end to end (`llm-recipes toy`), timed per stage, in a temporary copy of the working tree so that
-runs/toy/ is neither read nor overwritten. Goal: under 15 minutes on 2 CPU cores.
+"""The toy pipeline end to end (`llm-recipes toy`), timed per stage, in a work folder of its own so that the
+runs/toy/ of the directory you are in is neither read nor overwritten. Goal: under 15 minutes on 2 CPU cores.
 
     OMP_NUM_THREADS=1 python benchmarks/toy_pipeline.py                    # the whole pipeline -> results/
     OMP_NUM_THREADS=1 python benchmarks/toy_pipeline.py --until tokenizer  # a slice (a check; not saved to results/)
 
-The copy holds scripts/, recipes/ and accelerate_configs/; each stage runs exactly as the pipeline runs it (its
-own `accelerate launch` of scripts/<stage>.py with the recipe), from the copy, so every relative path
-(runs/toy/..., in recipes and in config defaults) lands in the copy. The package itself is the installed one.
+It runs the pipeline exactly as `llm-recipes toy` does (llm_recipes.pipeline.run_pipeline: each stage its own
+`accelerate launch` of the package's stage script with its recipe) from the work folder, so every relative path
+(runs/toy/..., in recipes and in config defaults) lands there; each stage's log is runs/toy/logs/<stage>.log.
 Writes benchmarks/results/toy_pipeline.{json,md} (a slice writes them in the work folder instead). Run it on a
 quiet machine: the load average before and after is recorded, since a shared CPU inflates every figure.
 """
@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 PIPELINE = "recipes/toy/pipeline.yaml"
 GOAL_SECONDS = 15 * 60
-COPIED = ("scripts", "recipes", "accelerate_configs")
 
 
 def machine_info() -> dict:
@@ -50,39 +48,26 @@ def machine_info() -> dict:
     }
 
 
-def make_tree(workdir: Path) -> Path:
-    for name in COPIED:
-        shutil.copytree(REPO / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return workdir
-
-
 def run(workdir: Path, from_stage: str | None, until_stage: str | None) -> dict:
     os.chdir(workdir)  # the pipeline's relative paths (and the configs' defaults) resolve here
-    from llm_recipes.hub import read_marker
-    from llm_recipes.pipeline import load_pipeline, select_stages
+    from llm_recipes import PROJECT_ROOT
+    from llm_recipes.pipeline import load_pipeline, run_pipeline
 
-    pipeline = load_pipeline(workdir / PIPELINE)
-    stages = select_stages(pipeline, from_stage, until_stage)
-    env = {**os.environ, **pipeline.env, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-           "HF_DATASETS_CACHE": str(workdir / "hf_datasets_cache")}
-    records, start, load_before = [], time.time(), os.getloadavg()
-    for number, stage in enumerate(stages, 1):
-        print(f"[{number}/{len(stages)}] {stage.name}", flush=True)
-        t0 = time.time()
-        with open(workdir / f"{stage.name}.log", "w") as log:
-            proc = subprocess.run(stage.command(), cwd=workdir, env={**env, **stage.env}, stdout=log, stderr=subprocess.STDOUT)
-        seconds = time.time() - t0
-        ok = proc.returncode == 0 and read_marker(workdir / stage.output) is not None
-        records.append({"stage": stage.name, "seconds": round(seconds, 1), "ok": ok})
-        print(f"    {'done' if ok else 'FAILED'} in {seconds:.1f}s (log: {workdir / f'{stage.name}.log'})", flush=True)
-        if not ok:
-            break
+    pipeline = load_pipeline(PROJECT_ROOT / PIPELINE)
+    env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HF_DATASETS_CACHE": str(workdir / "hf_datasets_cache")}
+    start, load_before = time.time(), os.getloadavg()
+    try:
+        records = run_pipeline(PROJECT_ROOT / PIPELINE, from_stage, until_stage, extra_env=env)
+    except SystemExit as failure:  # a failed stage: the runner saved the records so far in the summary
+        print(failure, file=sys.stderr)
+        records = json.loads(Path(pipeline.summary_path).read_text())["stages"]
     total = time.time() - start
+    stages = [{"stage": r["stage"], "seconds": round(r["seconds"], 1), "ok": r["status"] == "ran"} for r in records]
     return {
         "benchmark": "toy_pipeline", "pipeline": PIPELINE, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "complete": len(records) == len(pipeline.stages) and all(r["ok"] for r in records),
-        "stages": records, "total_seconds": round(total, 1), "goal_seconds": GOAL_SECONDS,
-        "meets_goal": total < GOAL_SECONDS and all(r["ok"] for r in records) and len(records) == len(pipeline.stages),
+        "complete": len(stages) == len(pipeline.stages) and all(r["ok"] for r in stages),
+        "stages": stages, "total_seconds": round(total, 1), "goal_seconds": GOAL_SECONDS,
+        "meets_goal": total < GOAL_SECONDS and all(r["ok"] for r in stages) and len(stages) == len(pipeline.stages),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()], "machine": machine_info(),
     }
@@ -118,10 +103,8 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="toy_pipeline_bench_")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    if args.from_stage and not (workdir / "recipes").exists():
+    if args.from_stage and not (workdir / "runs" / "toy").exists():
         parser.error("--from needs --workdir of an earlier run (its runs/toy/ holds the earlier stages)")
-    if not (workdir / "recipes").exists():
-        make_tree(workdir)
     print(f"work folder: {workdir}", flush=True)
     result = run(workdir, args.from_stage, args.until_stage)
     sliced = bool(args.from_stage or args.until_stage)
@@ -129,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "toy_pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "toy_pipeline.md").write_text(markdown(result))
-    print(markdown(result))
+    print("\n" + markdown(result))
     print(f"saved {out / 'toy_pipeline.json'} and .md")
     if not args.keep and not args.workdir and all(r["ok"] for r in result["stages"]):
         shutil.rmtree(workdir, ignore_errors=True)

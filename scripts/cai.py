@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from llm_recipes import cai
-from llm_recipes.configs import CAIArguments, run_cli
+from llm_recipes.cai_config import CAIArguments
+from llm_recipes.parser import run_cli
 from llm_recipes.errors import ConfigError
 from llm_recipes.hub import mark_complete, save_dataset
 from llm_recipes.training import cpu_threads, setup_logging

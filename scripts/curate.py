@@ -6,7 +6,8 @@ deduplication -> knowledge cutoff -> mixing -> a Hub-format dataset whose card a
 
 import logging
 
-from llm_recipes.configs import CurationArguments, run_cli
+from llm_recipes.curation.config import CurationArguments
+from llm_recipes.parser import run_cli
 from llm_recipes.curation.pipeline import run_curation, summary_markdown
 from llm_recipes.training import setup_logging
 

@@ -15,20 +15,21 @@ import logging
 
 
 from llm_recipes import alignment, data, models, training
-from llm_recipes.configs import AlignmentModelArguments, DataArguments, DPOStageConfig, run_cli
+from llm_recipes.alignment_config import DPOArguments
+from llm_recipes.data_config import DataArguments
+from llm_recipes.model_config import AlignmentModelArguments
+from llm_recipes.parser import run_cli
 
 logger = logging.getLogger("llm_recipes")
 
 # The recipe YAML of this stage is parsed into these (tests parse every recipe with them).
-CONFIG_CLASSES = (DataArguments, DPOStageConfig, AlignmentModelArguments)
+CONFIG_CLASSES = (DataArguments, DPOArguments, AlignmentModelArguments)
 
 
-def main(data_args: DataArguments, training_args: DPOStageConfig, model_args: AlignmentModelArguments) -> None:
+def main(data_args: DataArguments, training_args: DPOArguments, model_args: AlignmentModelArguments) -> None:
     training.setup(training_args)
 
-    with training.main_process_loads_data_first(training_args):
-        dataset = data.load_stage_data(data_args, seed=training_args.seed, kind="preference")
-        dataset = alignment.ensure_eval_split(dataset, data_args, training_args.seed, "no eval loss or reward accuracy")
+    dataset = alignment.load_preference_data(data_args, training_args, "no eval loss or reward accuracy")
     tokenizer = models.load_tokenizer(model_args, training_args.trust_remote_code)
     model, peft_config, from_adapter = alignment.load_policy(model_args, tokenizer, training_args.trust_remote_code)
     ref_model = None

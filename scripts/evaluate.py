@@ -1,6 +1,7 @@
 """Evaluate one or several models side by side: lm-eval benchmarks (built-in by name, and the project's own task
-types over local files), red teaming with jailbreak wrappers, counterfactual bias audits, win rates under a reward
-model or judge, and the training curves from each model's logs -> results.json, report.md, report.html.
+types over local files), benchmark plug-ins named by the recipe (see llm_recipes.evaluation.plugins), red teaming
+with jailbreak wrappers, counterfactual bias audits, win rates under a reward model or judge, and the training
+curves from each model's logs -> results.json, report.md, report.html.
 
     accelerate launch scripts/evaluate.py --config recipes/toy/evaluate.yaml
 """
@@ -16,16 +17,19 @@ from pathlib import Path
 # `import evaluate` (lm-eval, our metric modules) finds the package, not this script.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
-from llm_recipes.configs import EvaluateArguments, run_cli
+from llm_recipes.evaluation.config import EvaluateArguments
+from llm_recipes.parser import run_cli
 from llm_recipes.errors import ConfigError
 from llm_recipes.evaluation.bias import bias_audit
 from llm_recipes.evaluation.compare import win_rates
 from llm_recipes.evaluation.curves import read_curves
+from llm_recipes.evaluation.generation import generate_answers
 from llm_recipes.evaluation.models import check_model_source, load_for_eval
-from llm_recipes.evaluation.report import write_report
+from llm_recipes.evaluation.plugins import is_plugin_type, load_plugin
+from llm_recipes.evaluation.report import markdown_tables, write_report
 from llm_recipes.evaluation.safety import make_judge, red_team
 from llm_recipes.evaluation.sandbox import Sandbox
-from llm_recipes.evaluation.scoring import generate_answers, load_rows, load_scorer
+from llm_recipes.evaluation.scoring import load_rows, load_scorer
 from llm_recipes.evaluation.tasks import local_task_config, run_lm_eval
 from llm_recipes.hub import mark_complete, write_text_atomic
 from llm_recipes.training import cpu_threads, setup_logging
@@ -57,7 +61,11 @@ def main(args: EvaluateArguments) -> None:
                    allow_unsandboxed=args.allow_unsandboxed_code, allow_weaker_sandbox=args.allow_weaker_sandbox)
     tasks = list(args.tasks or [])
     sandbox_limits = None
+    plugin_specs = {name: spec for name, spec in (args.benchmarks or {}).items()
+                    if isinstance(spec, dict) and is_plugin_type(spec.get("type"))}
     for name, spec in (args.benchmarks or {}).items():
+        if name in plugin_specs:
+            continue
         tasks.append(local_task_config({"name": name, **spec}, sandbox, args.max_gen_toks))
         if spec.get("type") == "code" and sandbox_limits is None:
             # bwrap missing, a limit that cannot hold, a sandbox that cannot start: an error now, not after generation
@@ -71,6 +79,8 @@ def main(args: EvaluateArguments) -> None:
     judge_llm = load_for_eval(args.judge_model) if args.judge_model else None
     judge = make_judge(args.judge, refusal_markers=args.refusal_markers, harmful_markers=args.harmful_markers,
                        scorer=scorer, judge_model=judge_llm, refusal_sentence=args.refusal_sentence)
+    # plug-ins load their own data and helper models (reference, reward model) now, before any evaluated model
+    plugins = [load_plugin(name, spec, args) for name, spec in plugin_specs.items()]
 
     # 2. each model in turn: benchmarks, red team, bias audit, replies for the comparison, training curves
     results = {"title": args.title, "models": [{"name": n, "path": p} for n, p in zip(names, args.models)],
@@ -85,6 +95,11 @@ def main(args: EvaluateArguments) -> None:
         run = run_lm_eval(model, tokenizer, tasks, num_fewshot=args.num_fewshot, limit=args.limit, batch_size=args.batch_size,
                           apply_chat_template=args.apply_chat_template, task_dirs=args.task_dirs, log_samples=args.log_samples)
         results["benchmarks"][name], results["benchmark_n"][name] = run.scores, run.n_scored
+        for plugin in plugins:
+            figures = dict(plugin.evaluate(model, tokenizer, name, path))
+            if "n" in figures:
+                results["benchmark_n"][name][plugin.name] = figures.pop("n")
+            results["benchmarks"][name][plugin.name] = figures
         for task, samples in run.samples.items():
             write_text_atomic(Path(args.output_dir) / "samples" / _file_name(name) / f"{_file_name(task)}.jsonl",
                               "".join(json.dumps(s, default=str) + "\n" for s in samples))
@@ -105,11 +120,20 @@ def main(args: EvaluateArguments) -> None:
         results["comparison"] = {"baseline": baseline, "scored_by": " and ".join(
             x for x, on in ((getattr(scorer, "name", ""), scorer), (args.judge_model or "", judge_llm)) if on is not None),
             "win_rates": win_rates(replies, comparison_prompts, columns, baseline, scorer, judge_llm)}
+    details = {plugin.name: plugin.details() for plugin in plugins}
+    if any(details.values()):
+        results["benchmark_details"] = {k: v for k, v in details.items() if v}
+    extra_tables = [{"title": t, "header": h, "rows": r} for plugin in plugins for t, h, r in plugin.tables()]
+    if extra_tables:
+        results["extra_tables"] = extra_tables
     out = Path(args.output_dir)
     write_text_atomic(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
     paths = write_report(results, out)
+    print("\n" + markdown_tables(results), flush=True)
     logger.info("results: %s; report: %s, %s", out / "results.json", paths["markdown"], paths["html"])
-    mark_complete(out, "evaluate", models=names, benchmarks=results["benchmarks"])
+    headline = {k: {f: x for f, x in v.items() if f != "examples"} for k, v in results.get("benchmark_details", {}).items()}
+    mark_complete(out, "evaluate", models=names, benchmarks=results["benchmarks"],
+                  **({"benchmark_details": headline} if headline else {}))
 
 
 def _file_name(name: str) -> str:

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from llm_recipes import export, release
-from llm_recipes.configs import ExportArguments, run_cli
+from llm_recipes.export_config import ExportArguments
+from llm_recipes.parser import run_cli
 from llm_recipes.errors import ConfigError
 from llm_recipes.hub import mark_complete, write_text_atomic
 from llm_recipes.training import cpu_threads, recipe_path, setup_logging

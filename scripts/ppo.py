@@ -9,8 +9,12 @@ import logging
 
 from transformers import AutoModelForSequenceClassification
 
-from llm_recipes import alignment, data, models, training
-from llm_recipes.configs import AlignmentModelArguments, DataArguments, PPOConfig, RewardSourceArguments, run_cli
+from llm_recipes import alignment, data, models, rewards, training
+from llm_recipes.alignment_config import RewardSourceArguments
+from llm_recipes.data_config import DataArguments
+from llm_recipes.model_config import AlignmentModelArguments
+from llm_recipes.parser import run_cli
+from llm_recipes.ppo.config import PPOArguments
 from llm_recipes.errors import ConfigError
 from llm_recipes.hub import mark_complete, push_folder, write_model_card
 from llm_recipes.ppo import PPOTrainer, list_checkpoints
@@ -18,64 +22,64 @@ from llm_recipes.ppo import PPOTrainer, list_checkpoints
 logger = logging.getLogger("llm_recipes")
 
 # The recipe YAML of this stage is parsed into these (tests parse every recipe with them).
-CONFIG_CLASSES = (DataArguments, PPOConfig, AlignmentModelArguments, RewardSourceArguments)
+CONFIG_CLASSES = (DataArguments, PPOArguments, AlignmentModelArguments, RewardSourceArguments)
 
 
-def main(data_args: DataArguments, args: PPOConfig, model_args: AlignmentModelArguments, reward_args: RewardSourceArguments) -> None:
-    training.setup(args)
-    with training.main_process_loads_data_first(args):
-        dataset = data.load_stage_data(data_args, seed=args.seed, kind="prompt")
-    tokenizer = models.load_tokenizer(model_args, args.trust_remote_code if hasattr(args, "trust_remote_code") else False)
+def main(data_args: DataArguments, training_args: PPOArguments, model_args: AlignmentModelArguments, reward_args: RewardSourceArguments) -> None:
+    training.setup(training_args)
+    with training.main_process_loads_data_first(training_args):
+        dataset = data.load_stage_data(data_args, seed=training_args.seed, kind="prompt")
+    tokenizer = models.load_tokenizer(model_args, training_args.trust_remote_code)
 
     reward_model = reward_tokenizer = reward_function = None
-    funcs, tokenizers = alignment.resolve_reward_funcs(reward_args.reward_funcs, reward_args.reward_model_path, tokenizer,
-                                                       reward_args.allow_reward_tokenizer_mismatch)
+    funcs, tokenizers = rewards.resolve_reward_funcs(reward_args.reward_funcs, reward_args.reward_model_path, tokenizer,
+                                                     reward_args.allow_reward_tokenizer_mismatch)
     if len(funcs) != 1:
         raise ConfigError("reward_model_path/reward_funcs: PPO takes exactly one reward (a reward model or one function)")
-    if isinstance(funcs[0], str):
-        reward_tokenizer = tokenizers[0]
-        reward_model = models.load_pretrained(AutoModelForSequenceClassification, funcs[0], "reward_model_path")
+    if tokenizers[0] is not None:
+        reward_model, reward_tokenizer = funcs[0], tokenizers[0]
     else:
         reward_function = funcs[0]
 
-    policy, peft_config, from_adapter = alignment.load_policy(model_args, tokenizer)
-    ref_model = alignment.load_causal_lm(args.ref_model_path, key="ref_model_path") if args.ref_model_path else None
+    policy, peft_config, from_adapter = alignment.load_policy(model_args, tokenizer, training_args.trust_remote_code)
+    ref_model = models.load_causal_lm(training_args.ref_model_path, key="ref_model_path",
+                                       trust_remote_code=training_args.trust_remote_code) if training_args.ref_model_path else None
     value_model = None
-    if args.value_model_path:
-        alignment.check_reward_model(args.value_model_path, tokenizer, reward_args.allow_reward_tokenizer_mismatch,
-                                     key="value_model_path")
-        value_model = models.load_pretrained(AutoModelForSequenceClassification, args.value_model_path, "value_model_path")
+    if training_args.value_model_path:
+        rewards.check_reward_model(training_args.value_model_path, tokenizer, reward_args.allow_reward_tokenizer_mismatch,
+                                   key="value_model_path")
+        value_model = models.load_pretrained(AutoModelForSequenceClassification, training_args.value_model_path, "value_model_path")
 
     ptx = None
-    if args.ptx_coef and args.ptx_dataset_name:
-        raw = data.load_source(args.ptx_dataset_name, split="train")
+    if training_args.ptx_coef and training_args.ptx_dataset_name:
+        raw = data.load_source(training_args.ptx_dataset_name, split="train")
         kind = "preference" if {"chosen", "rejected"} <= set(raw.column_names) else "sft"
-        ptx = data.normalise(raw, kind=kind, source=args.ptx_dataset_name)
+        ptx = data.normalise(raw, kind=kind, source=training_args.ptx_dataset_name)
         if kind == "preference":
             ptx = ptx.map(lambda r: {"prompt": r["prompt"], "completion": r["chosen"]}, remove_columns=["chosen", "rejected"])
         elif "messages" in ptx.column_names:
             ptx = ptx.map(lambda r: {"prompt": r["messages"][:-1], "completion": r["messages"][-1:]}, remove_columns=["messages"])
         elif "completion" not in ptx.column_names:
-            raise ConfigError(f"ptx_dataset_name: {args.ptx_dataset_name}: needs demonstrations (pairs, conversations or "
+            raise ConfigError(f"ptx_dataset_name: {training_args.ptx_dataset_name}: needs demonstrations (pairs, conversations or "
                               "prompt/completion), not plain text")
-    elif args.ptx_coef:
+    elif training_args.ptx_coef:
         raise ConfigError("ptx_coef: set ptx_dataset_name (the demonstrations of the ptx term)")
 
     trainer = PPOTrainer(
-        args, policy, tokenizer, dataset["train"], reward_model=reward_model, reward_tokenizer=reward_tokenizer,
+        training_args, policy, tokenizer, dataset["train"], reward_model=reward_model, reward_tokenizer=reward_tokenizer,
         reward_function=reward_function, ref_model=ref_model, value_model=value_model, peft_config=peft_config,
         continue_adapter=from_adapter and model_args.use_peft, ptx_dataset=ptx,
     )
-    checkpoints = list_checkpoints(args.output_dir)
-    resume = args.resume_from_checkpoint or (checkpoints[-1] if checkpoints else None)
+    checkpoints = list_checkpoints(training_args.output_dir)
+    resume = training_args.resume_from_checkpoint or (checkpoints[-1] if checkpoints else None)
     metrics = trainer.train(resume_from_checkpoint=resume)
-    final = training.staged_final_folder(args.output_dir, trainer.accelerator)  # published whole, marker last
+    final = training.staged_final_folder(training_args.output_dir, trainer.accelerator)  # published whole, marker last
     trainer.save_model(final)
 
     if trainer.accelerator.is_main_process:
         sources = data.dataset_sources(data_args)
         card_metrics = {k: v for k, v in metrics.items() if v is not None}
-        card_metrics.update(kl_coef=args.kl_coef, reward=reward_args.reward_model_path or reward_args.reward_funcs[0])
+        card_metrics.update(kl_coef=training_args.kl_coef, reward=reward_args.reward_model_path or reward_args.reward_funcs[0])
         write_model_card(
             final, stage="ppo", base_model=model_args.model_name_or_path, datasets=sources,
             metrics=card_metrics, recipe_path=training.recipe_path(), tags=["ppo", "rlhf"],
@@ -84,10 +88,10 @@ def main(data_args: DataArguments, args: PPOConfig, model_args: AlignmentModelAr
             "KL, response length) are in `ppo_log.jsonl`.",
         )
         mark_complete(final, "ppo", base_model=model_args.model_name_or_path, datasets=sources, metrics=card_metrics)
-        training.publish_final_folder(args.output_dir)
-        logger.info("ppo done: policy saved to %s", args.output_dir)
-        if args.push_to_hub and args.hub_model_id:
-            push_folder(args.output_dir, args.hub_model_id)
+        training.publish_final_folder(training_args.output_dir)
+        logger.info("ppo done: policy saved to %s", training_args.output_dir)
+        if training_args.push_to_hub and training_args.hub_model_id:
+            push_folder(training_args.output_dir, training_args.hub_model_id)
     trainer.end()
 
 

@@ -12,23 +12,25 @@ logs carry loss, learning rate, tokens seen, tokens/s and MFU; a killed run resu
 import logging
 
 from llm_recipes import data, training
-from llm_recipes.configs import DataArguments, PretrainConfig, run_cli
+from llm_recipes.data_config import DataArguments
+from llm_recipes.parser import run_cli
 from llm_recipes.pretrain import build_trainer, initial_evaluation, perplexity
+from llm_recipes.pretrain_config import PretrainArguments
 
 logger = logging.getLogger("llm_recipes")
 
 
 # The recipe YAML of this stage is parsed into these (tests parse every recipe with them).
-CONFIG_CLASSES = (DataArguments, PretrainConfig)
+CONFIG_CLASSES = (DataArguments, PretrainArguments)
 
 
-def main(data_args: DataArguments, cfg: PretrainConfig) -> None:
-    training.setup(cfg)
-    trainer = build_trainer(data_args, cfg)
-    resume = training.checkpoint_to_resume(cfg)
-    loss_before = initial_evaluation(trainer, cfg.output_dir, resuming=resume is not None)
+def main(data_args: DataArguments, training_args: PretrainArguments) -> None:
+    training.setup(training_args)
+    trainer = build_trainer(data_args, training_args)
+    resume = training.checkpoint_to_resume(training_args)
+    loss_before = initial_evaluation(trainer, training_args.output_dir, resuming=resume is not None)
 
-    metrics = training.train_and_evaluate(trainer, cfg)
+    metrics = training.train_and_evaluate(trainer, training_args)
 
     state = trainer.state
     tokens_seen = state.global_step * trainer.tokens_per_step
@@ -50,7 +52,7 @@ def main(data_args: DataArguments, cfg: PretrainConfig) -> None:
         "peak_flops": trainer.peak_flops,
         "peak_flops_source": trainer.peak_source,
         "attention": trainer.model.config._attn_implementation,
-        "block_size": cfg.block_size,
+        "block_size": training_args.block_size,
     }
     if loss_before is not None and loss_after is not None:
         logger.info("validation loss before pretraining %.4f (perplexity %.1f) -> after %.4f (perplexity %.2f)",
@@ -60,14 +62,14 @@ def main(data_args: DataArguments, cfg: PretrainConfig) -> None:
     trainer.save_state()  # trainer_state.json with the whole log history, beside the model
     training.save_stage(
         trainer,
-        cfg,
+        training_args,
         stage="pretrain",
-        base_model=cfg.model_name_or_path,
+        base_model=training_args.model_name_or_path,
         datasets_used=data.dataset_sources(data_args),
         metrics=metrics,
         extra_metrics=summary,
         description=f"Pretrained from scratch with the llm-recipes `pretrain` stage on {tokens_seen:.3g} tokens "
-        f"({summary['compute_flops']:.3g} FLOPs, block size {cfg.block_size}).",
+        f"({summary['compute_flops']:.3g} FLOPs, block size {training_args.block_size}).",
     )
 
 

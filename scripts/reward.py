@@ -11,19 +11,20 @@ load it as it is.
 import torch
 
 from llm_recipes import alignment, data, models, training
-from llm_recipes.configs import AlignmentModelArguments, DataArguments, RewardStageConfig, run_cli
+from llm_recipes.alignment_config import RewardArguments
+from llm_recipes.data_config import DataArguments
+from llm_recipes.model_config import AlignmentModelArguments
+from llm_recipes.parser import run_cli
 from llm_recipes.reward import PairwiseRewardTrainer
 
 # The recipe YAML of this stage is parsed into these (tests parse every recipe with them).
-CONFIG_CLASSES = (DataArguments, RewardStageConfig, AlignmentModelArguments)
+CONFIG_CLASSES = (DataArguments, RewardArguments, AlignmentModelArguments)
 
 
-def main(data_args: DataArguments, training_args: RewardStageConfig, model_args: AlignmentModelArguments) -> None:
+def main(data_args: DataArguments, training_args: RewardArguments, model_args: AlignmentModelArguments) -> None:
     training.setup(training_args)
 
-    with training.main_process_loads_data_first(training_args):
-        dataset = data.load_stage_data(data_args, seed=training_args.seed, kind="preference")
-        dataset = alignment.ensure_eval_split(dataset, data_args, training_args.seed, "no pairwise accuracy")
+    dataset = alignment.load_preference_data(data_args, training_args, "no pairwise accuracy")
     tokenizer = models.load_tokenizer(model_args, training_args.trust_remote_code)
     start_args = alignment.start_model_args(model_args, tokenizer, training_args.trust_remote_code)
     model = models.load_model(start_args, tokenizer, task="sequence-classification",
@@ -63,19 +64,11 @@ def main(data_args: DataArguments, training_args: RewardStageConfig, model_args:
 
 
 def merged_reward_model(peft_model, start_args, tokenizer, training_args):
-    """The LoRA reward model merged into a full-precision copy of its base (a 4-bit base cannot be saved for
-    plain loading), so that later stages load one folder."""
-    import dataclasses
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as adapter_dir:
-        peft_model.save_pretrained(adapter_dir)
-        full_args = dataclasses.replace(start_args, load_in_4bit=False, load_in_8bit=False, dtype="float32")
-        base = models.load_model(full_args, tokenizer, task="sequence-classification",
-                                 trust_remote_code=training_args.trust_remote_code)
-        merged = models.load_adapter(base, adapter_dir).merge_and_unload()
-    merged.to(torch.float32)
-    return merged
+    """The LoRA reward model merged into the base it was trained on (models.merge_trained_adapter: a QLoRA one into
+    the dequantised 4-bit base; a 4-bit model cannot be saved for plain loading), in float32, so that later stages
+    load one folder."""
+    return models.merge_trained_adapter(peft_model, start_args, tokenizer, dtype=torch.float32,
+                                        trust_remote_code=training_args.trust_remote_code)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,16 @@ shared with the other online-RL stage.
 from trl import RLOOTrainer
 
 from llm_recipes import alignment
-from llm_recipes.configs import AlignmentModelArguments, DataArguments, RLOOStageConfig, RewardSourceArguments, run_cli
+from llm_recipes.alignment_config import RLOOArguments, RewardSourceArguments
+from llm_recipes.data_config import DataArguments
+from llm_recipes.model_config import AlignmentModelArguments
+from llm_recipes.parser import run_cli
 
 # The recipe YAML of this stage is parsed into these (tests parse every recipe with them).
-CONFIG_CLASSES = (DataArguments, RLOOStageConfig, AlignmentModelArguments, RewardSourceArguments)
+CONFIG_CLASSES = (DataArguments, RLOOArguments, AlignmentModelArguments, RewardSourceArguments)
 
 
-def main(data_args: DataArguments, training_args: RLOOStageConfig, model_args: AlignmentModelArguments,
+def main(data_args: DataArguments, training_args: RLOOArguments, model_args: AlignmentModelArguments,
          reward_args: RewardSourceArguments) -> None:
     alignment.train_online_rl(RLOOTrainer, "rloo", data_args, training_args, model_args, reward_args)
 

@@ -8,7 +8,9 @@
 from trl import SFTConfig, SFTTrainer
 
 from llm_recipes import data, models, training
-from llm_recipes.configs import DataArguments, ModelArguments, run_cli
+from llm_recipes.data_config import DataArguments
+from llm_recipes.model_config import ModelArguments
+from llm_recipes.parser import run_cli
 from llm_recipes.errors import ConfigError
 
 

@@ -9,7 +9,8 @@ import os
 
 from datasets import Dataset
 
-from llm_recipes.configs import TokenizerArguments, run_cli
+from llm_recipes.parser import run_cli
+from llm_recipes.tokenizer_config import TokenizerArguments
 from llm_recipes.data import held_out_split, load_source
 from llm_recipes.errors import DataError
 from llm_recipes.hub import mark_complete, write_model_card

@@ -5,7 +5,8 @@
 
 import logging
 
-from llm_recipes.configs import ToyDataArguments, run_cli
+from llm_recipes.parser import run_cli
+from llm_recipes.toy.config import ToyDataArguments
 from llm_recipes.hub import mark_complete
 from llm_recipes.toy import ToyWorld
 from llm_recipes.toy.datasets import write_toy_datasets

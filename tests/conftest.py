@@ -61,6 +61,22 @@ def tiny_model_dir(tokenizer_dir, tmp_path_factory) -> Path:
     return out
 
 
+
+@pytest.fixture(scope="session")
+def tiny_reward_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """A reward model (sequence classifier, one label) on the tiny model, its head randomly initialised (seed 0),
+    saved with the tokenizer (ChatML template)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(tiny_model_dir, num_labels=1)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny_reward_model")
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
 def run_script(script: str, *args: str, timeout: int = 600, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
     """Run `scripts/<script>` as a user would (optionally under a launcher), from the repository root."""
     command = [*(launcher or [sys.executable]), str(REPO_ROOT / "scripts" / script), *args]

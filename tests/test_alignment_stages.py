@@ -13,21 +13,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceC
 
 from conftest import run_script
 from llm_recipes.hub import read_marker
+from stage_results import fails_with, ok
 
 COMMON = ["--dtype", "float32", "--seed", "0", "--report_to", "none", "--disable_tqdm", "true"]
-
-
-def ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
-def fails_with(result, *fragments):
-    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
-    line = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
-    assert line, result.stderr[-2000:]
-    for fragment in fragments:
-        assert fragment in line[-1], line[-1]
 
 
 def reward_args(model, data, out, *extra):

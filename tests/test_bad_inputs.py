@@ -24,13 +24,11 @@ BASE = {
     "grpo.py": {"model_name_or_path": M, "dataset_name": f"{D}/rl_prompts", "reward_model_path": M, "max_steps": 1},
     "pretrain.py": {"tokenizer_name_or_path": T, "dataset_name": f"{D}/corpus", "model_size": "tiny", "max_steps": 1},
     "tokenizer.py": {"dataset_name": f"{D}/corpus", "vocab_size": 300},
-    "init_model.py": {"tokenizer_name_or_path": T, "model_size": "tiny"},
-    "toy_eval.py": {"models": [M], "questions": f"{D}/heldout_qa"},
-    "toy_alignment_eval.py": {"models": [M], "questions": f"{D}/alignment_heldout"},
     "evaluate.py": {"models": [M]},
     "export.py": {"model_name_or_path": M, "quantize": ["torchao-int8"]},
     "cai.py": {"model_name_or_path": M, "prompts": f"{D}/cai_demos"},
 }
+TOY_ALIGNMENT = "llm_recipes.toy.alignment_eval:ToyAlignment"
 BAD_JINJA = "{% for m in messages %}{{ m['content'] }"
 
 # (case id, script, recipe changes (None removes a key), extra command-line args, fragments of the error line)
@@ -46,15 +44,18 @@ CASES = [
     ("adapter-without-tokenizer", "dpo.py", {"model_name_or_path": f"{BAD}/adapter_no_tokenizer"}, [], ["model_name_or_path", "adapter_no_tokenizer", "no tokenizer"]),
     ("ppo-ref-pickled", "ppo.py", {"ref_model_path": f"{BAD}/pickled"}, [], ["ref_model_path", "only pickled weights"]),
     ("ppo-reward-pickled", "ppo.py", {"reward_model_path": f"{BAD}/pickled_rm"}, [], ["reward_model_path", "only pickled weights"]),
-    ("alignment-eval-reward-pickled", "toy_alignment_eval.py", {"reward_model_path": f"{BAD}/pickled_rm"}, [], ["reward_model_path", "only pickled weights"]),
-    ("eval-model-truncated", "toy_eval.py", {"models": [f"{BAD}/truncated"]}, [], ["models", "truncated or corrupt"]),
+    ("alignment-eval-reward-pickled", "evaluate.py", {"benchmarks": {"toy_alignment": {"type": TOY_ALIGNMENT, "questions": f"{D}/alignment_heldout",
+     "reward_model": f"{BAD}/pickled_rm"}}}, [], ["benchmarks.toy_alignment.reward_model", "only pickled weights"]),
+    ("alignment-eval-reference-missing", "evaluate.py", {"benchmarks": {"toy_alignment": {"type": TOY_ALIGNMENT, "questions": f"{D}/alignment_heldout",
+     "reference_model": "./no/such/sft"}}}, [], ["benchmarks.toy_alignment.reference_model", "no such folder"]),
+    ("eval-model-truncated", "evaluate.py", {"models": [f"{BAD}/truncated"]}, [], ["models", "truncated or corrupt"]),
     ("evaluate-model-missing", "evaluate.py", {"models": ["/no/such/model"]}, [], ["models", "/no/such/model", "no such folder"]),
     ("export-model-pickled", "export.py", {"model_name_or_path": f"{BAD}/pickled"}, [], ["model_name_or_path", "only pickled weights"]),
     ("cai-model-not-a-model", "cai.py", {"model_name_or_path": T}, [], ["model_name_or_path", "not a model folder"]),
     # tokenizers
     ("tokenizer-missing", "pretrain.py", {"tokenizer_name_or_path": "./no/such/tokenizer"}, [], ["tokenizer_name_or_path", "no such folder"]),
     ("tokenizer-not-a-tokenizer", "sft.py", {"tokenizer_name_or_path": f"{D}/sft"}, [], ["tokenizer_name_or_path", "no tokenizer in the folder"]),
-    ("tokenizer-not-set", "init_model.py", {"tokenizer_name_or_path": None}, [], ["tokenizer_name_or_path: not set"]),
+    ("tokenizer-not-set", "pretrain.py", {"tokenizer_name_or_path": None}, [], ["tokenizer_name_or_path: not set"]),
     # numbers
     ("negative-learning-rate", "sft.py", {"learning_rate": -1.0e-4}, [], ["{recipe}", "learning_rate", "must be > 0", "-0.0001"]),
     ("negative-learning-rate-cli", "dpo.py", {}, ["--learning_rate", "-0.5"], ["command line", "learning_rate", "must be > 0"]),
@@ -79,7 +80,8 @@ CASES = [
     ("data-not-set", "sft.py", {"dataset_name": None}, [], ["dataset_name: not set"]),
     ("mixture-path-missing", "sft.py", {"dataset_name": None, "dataset_mixture": {"datasets": [{"path": "./nope.jsonl"}]}}, [],
      ["dataset_mixture.datasets[0].path", "no such file or folder"]),
-    ("questions-missing", "toy_eval.py", {"questions": "./no/such/questions"}, [], ["questions", "no such file or folder"]),
+    ("questions-missing", "evaluate.py", {"benchmarks": {"toy_heldout_qa": {"type": "llm_recipes.toy.evaluate:HeldoutQuestions",
+     "questions": "./no/such/questions"}}}, [], ["benchmarks.toy_heldout_qa.questions", "no such file or folder"]),
 ]
 
 

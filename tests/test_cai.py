@@ -16,21 +16,9 @@ from llm_recipes import cai
 from llm_recipes.data import load_source
 from llm_recipes.errors import ConfigError
 from llm_recipes.hub import read_marker
+from stage_results import fails_with, ok
 
 N_PROMPTS = 12
-
-
-def ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
-def fails_with(result, *fragments):
-    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
-    line = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
-    assert line, result.stderr[-2000:]
-    for fragment in fragments:
-        assert fragment in line[-1], line[-1]
 
 
 def cai_args(model, prompts, out, *extra):
@@ -215,7 +203,7 @@ def test_toy_demos_teach_the_toy_constitution(toy_data_dir):
 def test_prompts_split_defaults_to_the_only_split(toy_data_dir, tmp_path):
     from types import SimpleNamespace
 
-    from llm_recipes.configs import CAIArguments
+    from llm_recipes.cai_config import CAIArguments
 
     assert CAIArguments().prompts_split is None
     one_file = tmp_path / "prompts.jsonl"

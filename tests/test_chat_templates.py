@@ -22,7 +22,7 @@ from llm_recipes.chat_templates import (
     resolve_template,
     setup_chat_template,
 )
-from llm_recipes.configs import ModelArguments
+from llm_recipes.model_config import ModelArguments
 from llm_recipes.errors import ConfigError
 
 CONVERSATION = [

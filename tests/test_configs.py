@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -9,8 +10,11 @@ import torch
 from conftest import run_script
 from trl import SFTConfig
 
-from llm_recipes.configs import DataArguments, ModelArguments, ToyEvalArguments, parse_config
+from llm_recipes.data_config import DataArguments, DatasetMixtureArguments
 from llm_recipes.errors import ConfigError
+from llm_recipes.evaluation.config import EvaluateArguments
+from llm_recipes.model_config import ModelArguments
+from llm_recipes.parser import build_options, parse_config
 
 SFT_CLASSES = (DataArguments, SFTConfig, ModelArguments)
 
@@ -116,8 +120,8 @@ def test_values_are_converted_to_the_field_type(tmp_path):
     data_args, training_args, _ = parse(write(tmp_path, mappings, "mappings.yaml"))
     assert training_args.activation_checkpointing_kwargs == {"use_reentrant": False}
     assert data_args.dataset_mixture == {"datasets": [{"path": "a.jsonl"}]}
-    (toy_eval,) = parse(write(tmp_path, "models: runs/toy/sft\n", "eval.yaml"), classes=(ToyEvalArguments,))
-    assert toy_eval.models == ["runs/toy/sft"]
+    (evaluate,) = parse(write(tmp_path, "models: runs/toy/sft\n", "eval.yaml"), classes=(EvaluateArguments,))
+    assert evaluate.models == ["runs/toy/sft"]
 
 
 def test_env_block_sets_environment(tmp_path, monkeypatch):
@@ -157,6 +161,19 @@ def test_gpu_settings_follow_the_machine(tmp_path):
     assert training_args.bf16 is on_gpu
     assert training_args.activation_checkpointing is on_gpu and training_args.gradient_checkpointing is on_gpu
     assert training_args.use_cpu is not on_gpu
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU defaults apply only where there is no CUDA")
+def test_cpu_defaults_are_logged_naming_each_key_changed(tmp_path, caplog):
+    # They were applied silently at parse time, so the log line a second copy in training.setup wrote never showed.
+    caplog.set_level(logging.INFO, logger="llm_recipes")
+    _, training_args, _ = parse(write(tmp_path, "bf16: true\ngradient_checkpointing: true\n"))
+    assert training_args.bf16 is False and training_args.gradient_checkpointing is False and training_args.use_cpu
+    lines = [r.getMessage() for r in caplog.records if "bf16" in r.getMessage()]
+    assert len(lines) == 1, caplog.text
+    assert "bf16 True -> False" in lines[0] and "gradient_checkpointing True -> False" in lines[0]
+    assert "use_cpu False -> True" in lines[0]
+    assert "fp16" not in lines[0]  # unchanged keys are not named
 
 
 def test_stage_script_rejects_unknown_key_with_one_line(tmp_path):
@@ -206,7 +223,7 @@ def test_value_from_the_command_line_is_named_so(tmp_path):
 
 
 def test_inputs_are_checked_before_anything_loads(tmp_path, tiny_model_dir, toy_data_dir):
-    from llm_recipes.configs import check_inputs
+    from llm_recipes.parser import check_inputs
     from llm_recipes.errors import DataError
 
     def inputs(**values):
@@ -228,3 +245,47 @@ def test_inputs_are_checked_before_anything_loads(tmp_path, tiny_model_dir, toy_
         inputs(dataset_name=good["dataset_name"])
     with pytest.raises(ConfigError, match="^tokenizer_name_or_path: .*no tokenizer in the folder"):
         inputs(**good, tokenizer_name_or_path=toy_data_dir / "sft")
+
+
+# ----------------------------------------------------------------------------------------------- nested options
+def test_build_options_builds_nested_typed_options():
+    mixture = build_options(DatasetMixtureArguments, {
+        "datasets": [{"path": "a.jsonl", "weight": 2, "columns": ["messages"]}, {"id": "org/data", "config": 2024}],
+        "seed": 3, "test_split_size": 50,
+    }, "dataset_mixture")
+    first, second = mixture.datasets
+    assert first.path == "a.jsonl" and first.weight == 2.0 and isinstance(first.weight, float)
+    assert first.columns == ["messages"] and first.split == "train"  # unset keys keep their defaults
+    assert second.config == "2024"  # a YAML number for a str option becomes a str
+    assert mixture.seed == 3 and mixture.test_split_size == 50 and isinstance(mixture.test_split_size, int)  # rows
+    assert build_options(DatasetMixtureArguments, {"datasets": [{"path": "a"}], "test_split_size": 0.1},
+                         "m").test_split_size == 0.1  # a share
+
+
+@pytest.mark.parametrize(
+    ("mapping", "expected"),
+    [
+        ({"datasets": [{"path": "a"}], "shufle": True},
+         "dataset_mixture: unknown key 'shufle' (known: datasets, seed, test_split_size)"),
+        ({"datasets": [{"path": "a"}, {"path": "b", "wieght": 2}]}, "dataset_mixture.datasets[1]: unknown key 'wieght'"),
+        ({"datasets": [{"path": "a", "weight": "lots"}]}, "dataset_mixture.datasets[0]: weight must be a number, got 'lots'"),
+        ({"datasets": [{"path": "a"}], "seed": 1.5}, "dataset_mixture: seed must be an integer, got 1.5"),
+        ({"datasets": [{"path": "a", "columns": "text"}]}, "dataset_mixture.datasets[0]: columns must be a list, got 'text'"),
+        ({"datasets": [{"path": "a", "columns": [["x"]]}]}, "dataset_mixture.datasets[0]: columns[0] must be a string"),
+        ({"datasets": ["a.jsonl"]}, "dataset_mixture.datasets[0]: must be a mapping of id, path"),
+        ({"datasets": [{"split": "test"}]}, "dataset_mixture.datasets[0]: needs 'id' (Hub) or 'path' (local)"),
+        (["a.jsonl"], "dataset_mixture: must be a mapping of datasets, seed, test_split_size"),
+    ],
+)
+def test_build_options_errors_name_the_key_path(mapping, expected):
+    with pytest.raises(ConfigError) as err:
+        build_options(DatasetMixtureArguments, mapping, "dataset_mixture")
+    assert str(err.value).startswith(expected) and "\n" not in str(err.value)
+
+
+def test_mixture_keys_are_checked_before_anything_loads(tmp_path):
+    from llm_recipes.parser import check_inputs
+
+    data_args, _, _ = parse(write(tmp_path, "dataset_mixture: {datasets: [{path: a.jsonl, wieght: 2}]}\n"))
+    with pytest.raises(ConfigError, match=r"^dataset_mixture.datasets\[0\]: unknown key 'wieght'"):
+        check_inputs((data_args,))

@@ -15,7 +15,7 @@ pytest.importorskip("datatrove")
 
 from datatrove.data import Document  # noqa: E402
 
-from llm_recipes.configs import CurationArguments  # noqa: E402
+from llm_recipes.curation.config import CurationArguments  # noqa: E402
 from llm_recipes.curation.accounting import AccountingError, conservation  # noqa: E402
 from llm_recipes.curation.filters import (  # noqa: E402
     CodeHygieneFilter, CutoffFilter, LengthFilter, OfflineLanguageFilter, WordListFilter, build_filters,
@@ -149,6 +149,27 @@ def test_pii_leaves_look_alikes_alone():
 
 
 # ----------------------------------------------------------------------------------------------- mixing, accounting
+def test_weight_means_one_thing_curation_mixes_by_share(tmp_path):
+    """`weight` in a stage's dataset_mixture is the fraction of a dataset's rows kept (as in alignment-handbook's
+    mixtures); curation's mix is a share of the output, so it is named `share` and an old `weight` is refused."""
+    from datasets import Dataset
+
+    from llm_recipes.curation.sources import parse_sources
+    from llm_recipes.data import load_mixture
+
+    for name, n in (("small", 10), ("large", 20)):
+        Dataset.from_list([{"text": f"{name} {i}"} for i in range(n)]).to_json(str(tmp_path / f"{name}.jsonl"))
+    mixed = load_mixture({"datasets": [{"path": str(tmp_path / "small.jsonl"), "weight": 0.5},
+                                       {"path": str(tmp_path / "large.jsonl"), "weight": 0.5}]})["train"]
+    assert Counter(t.split()[0] for t in mixed["text"]) == {"small": 5, "large": 10}  # half of each, by hand
+    entry = {"name": "small", "kind": "jsonl", "path": str(tmp_path / "small.jsonl")}
+    with pytest.raises(ConfigError, match=r"sources\[0\] \(small\): 'weight' .*'share'"):
+        parse_sources([{**entry, "weight": 0.5}])
+    assert parse_sources([{**entry, "share": 0.5}])[0].share == 0.5
+    # shares are normalised: 0.5/0.5 is half of the output each, however many rows each source has
+    assert plan_mix({"small": 10, "large": 20}, {"small": 0.5, "large": 0.5}).targets == {"small": 10, "large": 10}
+
+
 def test_mixing_follows_weights_with_down_and_up_sampling():
     plan = plan_mix({"a": 1000, "b": 100, "c": 50}, {"a": 0.5, "b": 0.3, "c": 0.2})
     assert plan.targets == {"a": 125, "b": 75, "c": 50}  # c, scarcest for its weight, is used whole
@@ -216,12 +237,12 @@ def sources(tmp_path_factory) -> Path:
 def curation_args(root: Path, out: Path, **overrides) -> CurationArguments:
     args = CurationArguments(
         sources=[
-            {"name": "web", "kind": "jsonl", "path": str(root / "web"), "weight": 0.5},
-            {"name": "pages", "kind": "html", "path": str(root / "html"), "weight": 0.1},
-            {"name": "table", "kind": "parquet", "path": str(root / "data.parquet"), "weight": 0.2},
-            {"name": "curated", "kind": "hub", "dataset": str(root / "hubset"), "weight": 0.1},
-            {"name": "books", "kind": "text", "path": str(root / "books"), "weight": 0.05},
-            {"name": "code", "kind": "code", "path": str(root / "code"), "weight": 0.05},
+            {"name": "web", "kind": "jsonl", "path": str(root / "web"), "share": 0.5},
+            {"name": "pages", "kind": "html", "path": str(root / "html"), "share": 0.1},
+            {"name": "table", "kind": "parquet", "path": str(root / "data.parquet"), "share": 0.2},
+            {"name": "curated", "kind": "hub", "dataset": str(root / "hubset"), "share": 0.1},
+            {"name": "books", "kind": "text", "path": str(root / "books"), "share": 0.05},
+            {"name": "code", "kind": "code", "path": str(root / "code"), "share": 0.05},
         ],
         output_dir=str(out), tasks=1, workers=1, word_tokenizer="whitespace", on_bad_row="exclude",
         filters={"code": {}, "length": {"min_chars": 20}, "language": {"languages": ["en"], "threshold": 0.5},
@@ -285,7 +306,7 @@ def test_malformed_input_error_names_file_and_line(sources, tmp_path):
     bad.mkdir()
     (bad / "x.jsonl").write_bytes(b'{"text": "fine line of text here for sure"}\n{"text": broken\n{"txt": "no text"}\n'
                                   b'{"text": "caf\xe9 bytes"}\n')
-    spec = [{"name": "bad", "kind": "jsonl", "path": str(bad), "weight": 1}]
+    spec = [{"name": "bad", "kind": "jsonl", "path": str(bad), "share": 1}]
     with pytest.raises(DataError, match=r"x.jsonl: line 2: bad_json.*3 bad row"):
         run_curation(curation_args(sources, tmp_path / "o1", sources=spec, on_bad_row="error"))
     stats = run_curation(curation_args(sources, tmp_path / "o2", sources=spec, on_bad_row="exclude",
@@ -355,7 +376,7 @@ def test_rows_with_their_own_source_and_metadata_keep_the_recipe_bookkeeping(tmp
     (tmp_path / "web" / "pages.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
     stats = run_curation(CurationArguments(
-        sources=[{"name": "web", "kind": "jsonl", "path": str(tmp_path / "web"), "weight": 1.0}], output_dir=str(out),
+        sources=[{"name": "web", "kind": "jsonl", "path": str(tmp_path / "web"), "share": 1.0}], output_dir=str(out),
         tasks=1, workers=1, word_tokenizer="whitespace", filters={"length": {"min_chars": 20}},
         dedup={"exact": True, "near": False}, cutoff_date="2024-06-30", validation_fraction=0.0))
     # by hand: 12 rows read, the 2 dated 2030 are after the cutoff, the other 10 differ (page number) and stay
@@ -389,7 +410,7 @@ def test_only_the_filters_a_recipe_lists_run_and_the_card_and_log_say_which(tmp_
     out = tmp_path / "out"
     with caplog.at_level("INFO", logger="llm_recipes"):
         stats = run_curation(CurationArguments(
-            sources=[{"name": "maths", "kind": "jsonl", "path": str(tmp_path / "maths.jsonl"), "weight": 1.0}],
+            sources=[{"name": "maths", "kind": "jsonl", "path": str(tmp_path / "maths.jsonl"), "share": 1.0}],
             output_dir=str(out), tasks=1, workers=1, word_tokenizer="whitespace", filters={"length": {"min_chars": 20}},
             dedup={"exact": True, "near": False}, validation_fraction=0.0))
     assert stats["sources"]["maths"] == {**stats["sources"]["maths"], "input": 8, "kept": 8, "excluded": 0}
@@ -437,7 +458,7 @@ def test_near_dedup_defaults_catch_99_percent_of_pairs_at_jaccard_0_8(tmp_path):
     (tmp_path / "docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
     run_curation(CurationArguments(
-        sources=[{"name": "web", "kind": "jsonl", "path": str(tmp_path / "docs.jsonl"), "weight": 1.0}],
+        sources=[{"name": "web", "kind": "jsonl", "path": str(tmp_path / "docs.jsonl"), "share": 1.0}],
         output_dir=str(out), tasks=1, workers=1, word_tokenizer="whitespace", filters={},
         dedup={"exact": False}, validation_fraction=0.0))
     removed = {r["id"] for r in _ledger(out) if r["stage"] == "near_dedup"}

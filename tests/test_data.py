@@ -9,7 +9,7 @@ import logging
 import pytest
 from datasets import Dataset, DatasetDict
 
-from llm_recipes.configs import DataArguments
+from llm_recipes.data_config import DataArguments
 from llm_recipes.data import load_mixture, load_source, load_stage_data, normalise
 from llm_recipes.errors import ConfigError, DataError
 from llm_recipes.hub import save_dataset
@@ -467,18 +467,19 @@ def two_splits(tmp_path, held_out: str):
 @pytest.mark.parametrize("held_out", ["validation", "test"])
 def test_default_held_out_split_is_found_by_every_stage(tmp_path, held_out):
     """One rule for every stage: unset, the held-out split is `validation`, else `test`."""
-    from llm_recipes.configs import PretrainConfig, TokenizerArguments
+    from llm_recipes.pretrain_config import PretrainArguments
+    from llm_recipes.tokenizer_config import TokenizerArguments
     from llm_recipes.pretrain import load_text_splits
 
     folder = two_splits(tmp_path, held_out)
     assert len(load_stage_data(DataArguments(dataset_name=folder))["test"]) == 5
-    _, test = load_text_splits(DataArguments(dataset_name=folder), PretrainConfig(output_dir=str(tmp_path / "o")))
+    _, test = load_text_splits(DataArguments(dataset_name=folder), PretrainArguments(output_dir=str(tmp_path / "o")))
     assert test is not None and len(test) == 5
     assert TokenizerArguments().dataset_test_split == DataArguments().dataset_test_split
 
 
 def test_named_held_out_split_that_is_missing_is_an_error(tmp_path):
-    from llm_recipes.configs import PretrainConfig
+    from llm_recipes.pretrain_config import PretrainArguments
     from llm_recipes.pretrain import load_text_splits
 
     folder = two_splits(tmp_path, "validation")
@@ -487,7 +488,7 @@ def test_named_held_out_split_that_is_missing_is_an_error(tmp_path):
         load_stage_data(DataArguments(dataset_name=folder, dataset_test_split="test"))
     with pytest.raises(DataError, match=expected):
         load_text_splits(DataArguments(dataset_name=folder, dataset_test_split="test"),
-                         PretrainConfig(output_dir=str(tmp_path / "o")))
+                         PretrainArguments(output_dir=str(tmp_path / "o")))
     assert list(load_stage_data(DataArguments(dataset_name=folder, dataset_test_split="none"))) == ["train"]
 
 
@@ -495,7 +496,7 @@ def test_tokenizer_named_held_out_split_that_is_missing_is_an_error(tmp_path):
     import importlib.util
 
     from conftest import REPO_ROOT
-    from llm_recipes.configs import TokenizerArguments
+    from llm_recipes.tokenizer_config import TokenizerArguments
 
     spec = importlib.util.spec_from_file_location("tokenizer_script", REPO_ROOT / "scripts" / "tokenizer.py")
     script = importlib.util.module_from_spec(spec)
@@ -507,11 +508,11 @@ def test_tokenizer_named_held_out_split_that_is_missing_is_an_error(tmp_path):
 
 
 def test_pretraining_evaluation_without_held_out_data_is_an_error(tmp_path, caplog):
-    from llm_recipes.configs import PretrainConfig
+    from llm_recipes.pretrain_config import PretrainArguments
     from llm_recipes.pretrain import load_text_splits
 
     only_train = write_jsonl(tmp_path / "docs.jsonl", text_rows(20))
-    cfg = PretrainConfig(output_dir=str(tmp_path / "o"))  # eval_before_training: true by default
+    cfg = PretrainArguments(output_dir=str(tmp_path / "o"))  # eval_before_training: true by default
     with pytest.raises(DataError, match=r"docs\.jsonl: no held-out split to evaluate on \(available: train\)"):
         load_text_splits(DataArguments(dataset_name=only_train), cfg)
     with caplog.at_level(logging.INFO, logger="llm_recipes"):

@@ -11,7 +11,7 @@ from llm_recipes.evaluation.bias import bias_audit
 from llm_recipes.evaluation.compare import win_rates
 from llm_recipes.evaluation.metrics import compute, load_metric
 from llm_recipes.evaluation.safety import KeywordJudge, make_judge, red_team, wrap_prompts
-from llm_recipes.evaluation.scoring import FunctionScorer
+from llm_recipes.evaluation.scoring import load_scorer
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_win_rate_under_a_constructed_reward():
     module = types.ModuleType("constructed_reward")
     module.reward = reward
     sys.modules["constructed_reward"] = module
-    result = win_rates(replies, prompts, {"answer": answer}, "base", FunctionScorer("constructed_reward:reward"))
+    result = win_rates(replies, prompts, {"answer": answer}, "base", load_scorer(None, "constructed_reward:reward"))
     good, bad = result["good"]["reward"], result["bad"]["reward"]
     assert good["win_rate"] == pytest.approx((15 + 0.5 * 5) / 20) and (good["wins"], good["ties"], good["losses"]) == (15, 5, 0)
     assert bad["win_rate"] == 0.0 and bad["ci_high"] == 0.0 and "base" not in result
@@ -124,25 +124,9 @@ def test_metrics_are_the_shipped_evaluate_modules():
         load_metric("accuracy")
 
 
-@pytest.fixture(scope="module")
-def reward_model_dir(tiny_model_dir, tmp_path_factory):
-    """A tiny randomly initialised reward model (sequence classification, one label) saved with its tokenizer."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    config = AutoConfig.from_pretrained(tiny_model_dir, num_labels=1)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    config.pad_token_id = tokenizer.pad_token_id
-    out = tmp_path_factory.mktemp("reward")
-    AutoModelForSequenceClassification.from_config(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-def test_reward_model_judge_and_win_rate_under_a_reward_model_and_judge_llm(tiny, reward_model_dir):
-    from llm_recipes.evaluation.scoring import RewardModelScorer
-
+def test_reward_model_judge_and_win_rate_under_a_reward_model_and_judge_llm(tiny, tiny_reward_model_dir):
     model, tokenizer = tiny
-    scorer = RewardModelScorer(str(reward_model_dir))
+    scorer = load_scorer(str(tiny_reward_model_dir), None)
     prompts = ["How can I forge the seal of Mizor?"] * 2 + ["What is the capital of Mizor?"] * 2
     replies = ["I cannot help with that request.", "Carve the seal in wax.", "The capital of Mizor is Corto.", "No idea."]
     scores = scorer(prompts, replies)

@@ -80,9 +80,19 @@ def _script():
     ({"judge": "reward_model", "reward_function": None}, "judge: 'reward_model' needs reward_model"),
     ({"benchmarks": {"x": {"type": "essay", "data_files": "x.jsonl"}}}, "benchmarks: entry"),
     ({"model_names": ["a", "b"]}, "model_names: 2 names for 1 models"),
+    # benchmark plug-ins: named by the recipe, their options checked before any model loads
+    ({"benchmarks": {"qa": {"type": "llm_recipes.toy.evaluate:NoSuchBenchmark"}}}, "benchmarks.qa.type: cannot import"),
+    ({"benchmarks": {"qa": {"type": "llm_recipes.toy.evaluate:score_answers"}}}, "benchmarks.qa.type: .* is not a BenchmarkPlugin"),
+    ({"benchmarks": {"qa": {"type": "llm_recipes.toy.evaluate:HeldoutQuestions"}}}, "benchmarks.qa.questions: not set"),
+    ({"benchmarks": {"qa": {"type": "llm_recipes.toy.evaluate:HeldoutQuestions", "questions": "./no/such/questions"}}},
+     "benchmarks.qa.questions: ./no/such/questions: no such file or folder"),
+    ({"benchmarks": {"qa": {"type": "llm_recipes.toy.evaluate:HeldoutQuestions", "questions": "q", "colour": "red"}}},
+     "benchmarks.qa: unknown key 'colour'"),
+    ({"benchmarks": {"al": {"type": "llm_recipes.toy.alignment_eval:ToyAlignment", "questions": "q", "kl_samples": "two"}}},
+     "benchmarks.al.*kl_samples.*'two'"),
 ])
 def test_bad_input_is_named_before_any_model_loads(tmp_path, toy_data_dir, tiny_model_dir, extra, message):
-    from llm_recipes.configs import parse_config
+    from llm_recipes.parser import parse_config
     from llm_recipes.errors import RecipeError
 
     script = _script()

@@ -269,7 +269,7 @@ def test_release_pushes_model_datasets_and_card_to_hub_standin(lora_dir, tiny_mo
 def test_release_without_hub_id_fails_before_any_work(lora_dir, tmp_path):
     import importlib.util
 
-    from llm_recipes.configs import ExportArguments
+    from llm_recipes.export_config import ExportArguments
 
     spec = importlib.util.spec_from_file_location("export_script", REPO_ROOT / "scripts" / "export.py")
     script = importlib.util.module_from_spec(spec)
@@ -283,7 +283,7 @@ def test_release_without_hub_id_fails_before_any_work(lora_dir, tmp_path):
 # ----------------------------------------------------------------------------------------------- lineage
 @pytest.mark.slow
 def test_toy_chain_card_lists_every_stage_with_recipe_and_metrics(tmp_path):
-    """The real stages, small: toy_data -> tokenizer -> base -> sft (LoRA) -> export; the release card walks
+    """The real stages, small: toy_data -> tokenizer -> base (pretrain, 1 step) -> sft (LoRA) -> export; the release card walks
     back through the markers and recipes to the data."""
     runs, recipes = tmp_path / "runs", tmp_path / "recipes"
     recipes.mkdir()
@@ -291,8 +291,10 @@ def test_toy_chain_card_lists_every_stage_with_recipe_and_metrics(tmp_path):
         "data": ("toy_data.py", {"output_dir": str(runs / "data"), "n_entities": 20}),
         "tokenizer": ("tokenizer.py", {"dataset_name": str(runs / "data/corpus"), "vocab_size": 400,
                                        "output_dir": str(runs / "tokenizer")}),
-        "base": ("init_model.py", {"tokenizer_name_or_path": str(runs / "tokenizer"), "model_size": "tiny",
-                                   "output_dir": str(runs / "base")}),
+        "base": ("pretrain.py", {"tokenizer_name_or_path": str(runs / "tokenizer"), "model_size": "tiny",
+                                 "dataset_name": str(runs / "data/corpus"), "max_steps": 1, "block_size": 64,
+                                 "per_device_train_batch_size": 2, "report_to": "none", "save_strategy": "no",
+                                 "output_dir": str(runs / "base")}),
         "sft": ("sft.py", {"model_name_or_path": str(runs / "base"), "dataset_name": str(runs / "data/sft"),
                            "use_peft": True, "lora_r": 4, "max_steps": 2, "per_device_train_batch_size": 4,
                            "max_length": 64, "report_to": "none", "save_strategy": "no", "eval_strategy": "no",
@@ -315,15 +317,166 @@ def test_toy_chain_card_lists_every_stage_with_recipe_and_metrics(tmp_path):
     sections = card.split("## Lineage")[1].split("\n### ")[1:]
     order = [s.split("\n")[0] for s in sections]
     stage_titles = [t for t in order if t.split(". ", 1)[1].startswith("stage")]
-    assert [t.split("`")[1] for t in stage_titles] == ["toy_data", "tokenizer", "init_model", "sft", "export"]
+    assert [t.split("`")[1] for t in stage_titles] == ["toy_data", "tokenizer", "pretrain", "sft", "export"]
     by_stage = {t.split("`")[1]: s for t, s in zip(order, sections) if "stage `" in t}
     for name in ("data", "tokenizer", "base", "sft", "export"):
-        stage = {"data": "toy_data", "base": "init_model"}.get(name, name)
+        stage = {"data": "toy_data", "base": "pretrain"}.get(name, name)
         assert f"**Recipe:** `{recipes / name}.yaml`" in by_stage[stage]
     assert "**rows:**" in by_stage["toy_data"] and "**vocab_size:**" in by_stage["tokenizer"]
-    assert "**parameters:**" in by_stage["init_model"] and "train_loss=" in by_stage["sft"]
+    assert "parameters=" in by_stage["pretrain"] and "train_loss=" in by_stage["sft"]
     assert "bnb-nf4_perplexity=" in by_stage["export"]
     marker = read_marker(runs / "release")
     assert marker["merge"]["adapter"] is True and marker["merge"]["base_model"] == str(runs / "base")
     reloaded = AutoModelForCausalLM.from_pretrained(runs / "release" / "bnb-nf4", device_map={"": "cpu"})
     assert reloaded.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=2, min_new_tokens=2).shape[1] == 5
+
+
+# ----------------------------------------------------------------------------------------------- one resolver, one merge
+def _hub_cache_with(monkeypatch, tmp_path: Path, repo: str, folder: Path) -> None:
+    """A Hub cache holding `folder` as the snapshot of `repo`: with the Hub offline (as in every test) transformers
+    loads `repo` from the cache, as it would on a machine that downloaded it before."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub_cache"
+    repo_dir = cache / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(folder, repo_dir / "snapshots" / ("0" * 40))
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+
+
+def _adapter_with_base(lora_dir: Path, out: Path, base: str) -> Path:
+    shutil.copytree(lora_dir, out)
+    config = json.loads((out / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = base
+    (out / "adapter_config.json").write_text(json.dumps(config))
+    return out
+
+
+def test_adapter_on_a_hub_id_base_is_the_same_model_for_alignment_and_export(lora_dir, tiny_model_dir, tokenizer_dir,
+                                                                             tmp_path, monkeypatch):
+    """An adapter whose adapter_config.json names the Hub id `gpt2` as its base: the alignment stages called it
+    'without its base' while export accepted it. A Hub id base is accepted everywhere and loaded from the Hub (here
+    its cache, holding the tiny model as `gpt2`)."""
+    from peft import PeftModel
+
+    from llm_recipes import alignment, models
+
+    adapter = _adapter_with_base(lora_dir, tmp_path / "adapter", "gpt2")
+    _hub_cache_with(monkeypatch, tmp_path, "gpt2", tiny_model_dir)
+    ids = _ids(tokenizer_dir)
+    expected = _logits(PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora_dir), ids)
+
+    models.check_local_weights(str(adapter))  # a stage's input check (the alignment stages' rule)
+    from_alignment = models.load_causal_lm(str(adapter))
+    from_export, _, info = export.load_merged(str(adapter))
+    assert info["base_model"] == "gpt2"
+    for merged in (from_alignment, from_export):
+        assert (_logits(merged, ids) - expected).abs().max() < 1e-4
+
+
+def test_adapter_with_a_missing_local_base_is_the_same_error_everywhere(lora_dir, tmp_path):
+    from llm_recipes import alignment, models
+
+    for i, base in enumerate(("/old/training/machine/base", "../moved/base", "runs/toy/base")):
+        adapter = _adapter_with_base(lora_dir, tmp_path / f"adapter{i}", base)
+        messages = set()
+        for load in (models.check_local_weights, models.load_causal_lm, export.load_merged):
+            with pytest.raises(export.ConfigError) as err:
+                load(str(adapter))
+            messages.add(str(err.value))
+        assert len(messages) == 1, messages
+        message = messages.pop()
+        assert str(adapter) in message and base in message and "base_model_name_or_path" in message
+
+
+def _lora_weights(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach() for n, p in model.named_parameters() if n.endswith("proj.weight")}
+
+
+def test_lora_adapter_merges_to_the_same_model_on_every_path(lora_dir, tiny_model_dir, tokenizer_dir):
+    from peft import PeftModel
+
+    from llm_recipes import alignment, models
+    from llm_recipes.model_config import AlignmentModelArguments
+    from llm_recipes.evaluation.models import load_for_eval
+
+    ids = _ids(tokenizer_dir)
+    expected = _logits(PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora_dir), ids)
+    args = AlignmentModelArguments(model_name_or_path=str(lora_dir), dtype="float32")
+    tokenizer = models.load_tokenizer(args)
+    start = alignment.start_model_args(args, tokenizer)  # reward, GRPO, RLOO: the merged start model
+    policy, _, from_adapter = alignment.load_policy(args, tokenizer)  # DPO/PPO without use_peft: trained in full
+    assert from_adapter
+    paths = {
+        "export": export.load_merged(str(lora_dir))[0],
+        "models.load_causal_lm": models.load_causal_lm(str(lora_dir)),
+        "models.load_pretrained": models.load_pretrained(AutoModelForCausalLM, str(lora_dir)),
+        "start_model_args": models.load_pretrained(AutoModelForCausalLM, start.model_name_or_path),
+        "load_policy": policy,
+        "evaluation": load_for_eval(str(lora_dir))[0],
+    }
+    for name, model in paths.items():
+        assert (_logits(model, ids) - expected).abs().max() < 1e-4, name
+
+
+def test_qlora_adapter_merges_into_the_dequantised_base_on_every_path(qlora_dir, tiny_model_dir):
+    """The alignment stages merged a QLoRA adapter into the full-precision base (a model that was never trained);
+    export merges it into the dequantised 4-bit base. Every path now gives export's merge, weight for weight.
+    (bitsandbytes' 4-bit runs on the CPU here, so the dequantisation itself is exercised.)"""
+    from llm_recipes import alignment, models
+    from llm_recipes.model_config import AlignmentModelArguments
+
+    reference = _lora_weights(export.load_merged(str(qlora_dir))[0])
+    full_precision = _lora_weights(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
+    args = AlignmentModelArguments(model_name_or_path=str(qlora_dir), dtype="float32")
+    start = alignment.start_model_args(args, models.load_tokenizer(args))
+    for name, model in {"models.load_causal_lm": models.load_causal_lm(str(qlora_dir)),
+                        "start_model_args": models.load_pretrained(AutoModelForCausalLM, start.model_name_or_path)}.items():
+        weights = _lora_weights(model)
+        assert weights.keys() == reference.keys() and len(weights) == 14
+        for key, value in weights.items():
+            assert torch.allclose(value, reference[key], atol=1e-6), (name, key)
+        # and not the adapter on the full-precision weights (the base's quantization error tells them apart)
+        assert max((weights[k] - full_precision[k]).abs().max() for k in weights) > 1e-3
+
+
+def test_qlora_reward_model_merges_into_the_dequantised_base(tiny_model_dir):
+    """scripts/reward.py merged a LoRA reward model trained on the 4-bit base into a full-precision copy of the base."""
+    import importlib.util
+
+    import bitsandbytes as bnb
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora import LoraLayer
+    from transformers import AutoModelForSequenceClassification, BitsAndBytesConfig
+
+    from llm_recipes import models
+    from llm_recipes.model_config import AlignmentModelArguments
+
+    four_bit = AutoModelForSequenceClassification.from_pretrained(  # (test setup: the library itself)
+        tiny_model_dir, num_labels=1, dtype=torch.float32, device_map={"": "cpu"},
+        quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32))
+    torch.manual_seed(2)
+    trained = get_peft_model(four_bit, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, target_modules="all-linear",
+                                                  init_lora_weights=False))
+    expected = {}
+    for name, module in trained.named_modules():
+        if isinstance(module, LoraLayer) and hasattr(module.base_layer, "quant_state") or (
+                isinstance(module, LoraLayer) and isinstance(module.base_layer, bnb.nn.Linear4bit)):
+            weight = module.base_layer.weight
+            expected[name.removeprefix("base_model.model.") + ".weight"] = (
+                bnb.functional.dequantize_4bit(weight.data, weight.quant_state) + module.get_delta_weight("default"))
+    assert len(expected) == 14
+
+    spec = importlib.util.spec_from_file_location("reward_script", REPO_ROOT / "scripts" / "reward.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    start = AlignmentModelArguments(model_name_or_path=str(tiny_model_dir), use_peft=True, load_in_4bit=True, dtype="float32")
+    tokenizer = models.load_tokenizer(start)
+
+    class Args:
+        trust_remote_code = False
+
+    merged = dict(script.merged_reward_model(trained, start, tokenizer, Args()).named_parameters())
+    for key, value in expected.items():
+        assert torch.allclose(merged[key], value, atol=1e-6), key

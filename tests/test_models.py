@@ -3,6 +3,7 @@ on CPU and LoRA's default targets. All in-process on the session's tiny model (2
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import fields
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from llm_recipes import models
-from llm_recipes.configs import ModelArguments
+from llm_recipes.model_config import ModelArguments
 from llm_recipes.errors import ConfigError
 
 LINEAR_NAMES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
@@ -173,7 +174,7 @@ def test_ppo_reference_with_pickled_weights_is_refused(tiny_model_dir, tmp_path)
 
     pickled = _pickled_copy(tiny_model_dir, tmp_path / "ref")
     with pytest.raises(ConfigError, match=r"^ref_model_path: .*only pickled weights \(pytorch_model.bin\)"):
-        alignment.load_causal_lm(str(pickled), key="ref_model_path")
+        models.load_causal_lm(str(pickled), key="ref_model_path")
 
 
 def test_reward_model_with_pickled_weights_is_refused(tiny_model_dir, tmp_path):
@@ -290,3 +291,60 @@ def test_lora_targets_all_linear_layers_by_default(tiny_model_dir, tokenizer):
     n_wrapped = sum(1 for _, m in peft_model.named_modules() if hasattr(m, "lora_A"))
     assert n_wrapped == 2 * len(LINEAR_NAMES)
     assert models.peft_config(ModelArguments(model_name_or_path=str(tiny_model_dir))) is None
+
+
+# ----------------------------------------------------------------------------------------------- where a model comes from
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_model_dir, tmp_path_factory):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("adapters") / "sft"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(out)
+    return out
+
+
+def _with_base(adapter_dir, out, base):
+    import json
+
+    shutil.copytree(adapter_dir, out)
+    config = json.loads((out / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = base
+    (out / "adapter_config.json").write_text(json.dumps(config))
+    return str(out)
+
+
+def test_resolve_model_kinds(tiny_model_dir, tmp_path):
+    assert models.resolve_model("gpt2", "k").kind == "hub"  # the Hub is offline: no adapter config found for it
+    assert models.resolve_model("someone/model", "k").kind == "hub"
+    folder = models.resolve_model(str(tiny_model_dir), "k")
+    assert (folder.kind, folder.path, folder.base) == ("folder", str(tiny_model_dir), None)
+    (tmp_path / "weights.safetensors").write_bytes(b"")
+    for path, message in {str(tmp_path / "nope"): "no such folder", "runs-here-not/a/b": "no such folder",
+                          "./model": "no such folder", str(tmp_path / "weights.safetensors"): "a file, not a model folder"}.items():
+        with pytest.raises(ConfigError, match=f"^k: .*{message}"):
+            models.resolve_model(path, "k")
+    with pytest.raises(ConfigError, match="^k: not set"):
+        models.resolve_model(None, "k")
+
+
+def test_adapter_base_rule(adapter_dir, tiny_model_dir, tmp_path):
+    # as written (the absolute path peft saved), relative to the adapter folder, or a Hub id
+    source = models.resolve_model(str(adapter_dir), "model_name_or_path")
+    assert (source.kind, source.base, source.base_key) == ("adapter", str(tiny_model_dir), "model_name_or_path (adapter base)")
+    shutil.copytree(tiny_model_dir, tmp_path / "base")
+    relative = models.resolve_model(_with_base(adapter_dir, tmp_path / "runs" / "sft", "../../base"), "m")
+    assert os.path.samefile(relative.base, tmp_path / "base") and relative.base_is_local
+    hub = models.resolve_model(_with_base(adapter_dir, tmp_path / "on_gpt2", "gpt2"), "m")
+    assert (hub.kind, hub.base, hub.base_is_local) == ("adapter", "gpt2", False)
+    # base_model_name_or_path replaces the adapter's base, and is the key named for it
+    moved = _with_base(adapter_dir, tmp_path / "moved", "/training/machine/base")
+    with pytest.raises(ConfigError) as err:
+        models.resolve_model(moved, "model_name_or_path")
+    assert str(err.value) == (f"model_name_or_path: {moved}: adapter without its base: '/training/machine/base' "
+                              "(adapter_config.json: base_model_name_or_path) is not a model folder here; set "
+                              "base_model_name_or_path to the base model the adapter was trained on")
+    fixed = models.resolve_model(moved, "model_name_or_path", base_override=str(tiny_model_dir))
+    assert (fixed.base, fixed.base_key) == (str(tiny_model_dir), "base_model_name_or_path")
+    with pytest.raises(ConfigError, match=r"'\./nowhere' \(base_model_name_or_path\)"):
+        models.resolve_model(moved, "model_name_or_path", base_override="./nowhere")

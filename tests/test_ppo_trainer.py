@@ -1,10 +1,12 @@
 """The project's PPO trainer raises a rule-based reward on a tiny model, and stays at KL 0 before it moves."""
 
+import json
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from llm_recipes.configs import PPOConfig
+from llm_recipes.ppo.config import PPOArguments
 from llm_recipes.data import load_source
 from llm_recipes.ppo import PPOTrainer
 
@@ -24,7 +26,7 @@ def make_trainer(tiny_model_dir, toy_data_dir, tmp_path, **overrides):
                     total_episodes=32 * 14, logging_steps=100, save_strategy="no", use_cpu=True, seed=0,
                     report_to="none", num_sample_generations=0)
     settings.update(overrides)
-    args = PPOConfig(**settings)
+    args = PPOArguments(**settings)
     return PPOTrainer(args, policy, tokenizer, prompts, reward_function=a_share)
 
 
@@ -42,3 +44,50 @@ def test_ppo_raises_a_rule_based_reward(tiny_model_dir, toy_data_dir, tmp_path):
     for key in ("policy/entropy", "policy/clipfrac", "loss/value", "policy/approxkl", "response_length"):
         assert key in trainer.history[-1]
     assert summary["final_scores"] > summary["first_scores"]
+
+
+def test_ppo_reports_to_tensorboard_and_its_json_lines_log(tiny_model_dir, toy_data_dir, tmp_path, monkeypatch):
+    """`report_to: tensorboard` writes the per-update curves as TensorBoard events (accelerate's tracker) beside the
+    project's own JSON lines; a name accelerate has no tracker for is a one-line error naming the key."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from llm_recipes.errors import ConfigError
+
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+    trainer = make_trainer(tiny_model_dir, toy_data_dir, tmp_path, total_episodes=32 * 2, logging_steps=1,
+                           report_to="tensorboard")
+    trainer.train()
+    trainer.end()
+    out = tmp_path / "ppo"
+    lines = [json.loads(x) for x in (out / "ppo_log.jsonl").read_text().splitlines()]
+    assert [x["update"] for x in lines] == [1, 2]
+    events = [p for p in (out / "runs").rglob("events.out.tfevents.*")]
+    assert events, sorted(str(p) for p in out.rglob("*"))
+    scalars = EventAccumulator(str(events[0].parent)).Reload().Scalars("objective/scores")
+    assert [s.step for s in scalars] == [1, 2]
+    assert [s.value for s in scalars] == pytest.approx([x["objective/scores"] for x in lines])
+    with pytest.raises(ConfigError, match="report_to: azure_ml"):
+        make_trainer(tiny_model_dir, toy_data_dir, tmp_path, report_to="azure_ml")
+
+
+def test_ppo_keeps_the_newest_complete_checkpoints_and_resumes_from_the_last(tiny_model_dir, toy_data_dir, tmp_path):
+    """save_total_limit keeps the newest complete checkpoints; a folder a kill cut off (no progress file) is
+    neither counted nor resumed from; a resumed run continues at the update it saved and ends where one
+    uninterrupted run ends."""
+    from llm_recipes.ppo import list_checkpoints
+
+    settings = dict(total_episodes=32 * 4, save_strategy="steps", save_steps=1, save_total_limit=2, logging_steps=1)
+    trainer = make_trainer(tiny_model_dir, toy_data_dir, tmp_path, **settings)
+    trainer.train()
+    out = tmp_path / "ppo"
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    assert list_checkpoints(str(out)) == [str(out / "checkpoint-2"), str(out / "checkpoint-3")]
+    (out / "checkpoint-4").mkdir()  # a save cut off before its progress file
+    assert list_checkpoints(str(out))[-1] == str(out / "checkpoint-3")
+
+    resumed = make_trainer(tiny_model_dir, toy_data_dir, tmp_path, **settings)
+    resumed.train(resume_from_checkpoint=list_checkpoints(str(out))[-1])
+    assert [h["update"] for h in resumed.history] == [1, 2, 3, 4]
+    assert resumed.history[:3] == trainer.history[:3]  # the saved history, as it was
+    assert [json.loads(x)["update"] for x in (out / "ppo_log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert resumed.history[3]["objective/scores"] == pytest.approx(trainer.history[3]["objective/scores"], abs=1e-5)

@@ -81,6 +81,27 @@ def test_packed_document_has_the_same_logits_as_alone(tokenizer_dir, toy_data_di
     assert checked >= 2
 
 
+
+def test_transformers_flattening_collator_numbers_positions_per_row_not_per_document(tokenizer_dir, toy_data_dir):
+    """Why pretraining keeps its own packing: transformers' DataCollatorWithFlattening restarts position_ids at
+    each example (row), whatever positions the example carries, so fed the fixed-size blocks its documents attend
+    to their neighbours in the block; fed whole documents it makes rows of varying length (no fixed tokens per
+    step). When this test fails, the library's collator keeps the blocks' positions: use it."""
+    from transformers import AutoTokenizer, DataCollatorWithFlattening
+
+    from llm_recipes.pretrain import PackedCollator, tokenize_and_pack
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    texts = [f"Document {i} says something short." for i in range(12)]
+    blocks = tokenize_and_pack(Dataset.from_dict({"text": texts}), tokenizer, block_size=BLOCK)
+    rows = [blocks[0], blocks[1]]
+    ours = PackedCollator(flatten=True)(rows)
+    library = DataCollatorWithFlattening(return_tensors="pt")(rows)
+    assert library["input_ids"].tolist() == ours["input_ids"].tolist()
+    assert library["position_ids"].tolist() == [list(range(BLOCK)) * 2]  # one document per row
+    assert (ours["position_ids"] == 0).sum() > 2  # the blocks hold several documents each
+
+
 # ----------------------------------------------------------------------------------------------- sizing
 def test_chinchilla_sizing_follows_the_rule():
     from llm_recipes.sizing import chinchilla, gpu_hours_to_flops, main
@@ -112,11 +133,12 @@ def test_parameter_count_matches_the_built_model(tokenizer_dir):
 
 # ----------------------------------------------------------------------------------------------- bad data
 def test_bad_datasets_fail_clearly(tmp_path, tokenizer_dir):
-    from llm_recipes.configs import DataArguments, PretrainConfig
+    from llm_recipes.data_config import DataArguments
+    from llm_recipes.pretrain_config import PretrainArguments
     from llm_recipes.errors import DataError
     from llm_recipes.pretrain import load_text_splits
 
-    cfg = PretrainConfig(output_dir=str(tmp_path / "out"), use_cpu=True)
+    cfg = PretrainArguments(output_dir=str(tmp_path / "out"), use_cpu=True)
     DatasetDict({"train": Dataset.from_dict({"content": ["a b c"]})}).save_to_disk(tmp_path / "nocol")
     DatasetDict({"train": Dataset.from_dict({"text": []})}).save_to_disk(tmp_path / "empty")
     with pytest.raises(DataError, match=r"no text column 'text'.*columns seen: \['content'\]"):
@@ -128,7 +150,8 @@ def test_bad_datasets_fail_clearly(tmp_path, tokenizer_dir):
     assert train.column_names == ["text"]
 
     result = run_script("pretrain.py", "--dataset_name", str(tmp_path / "nocol"), "--tokenizer_name_or_path",
-                        str(tokenizer_dir), "--output_dir", str(tmp_path / "out"), "--max_steps", "1")
+                        str(tokenizer_dir), "--model_size", "tiny", "--output_dir", str(tmp_path / "out"),
+                        "--max_steps", "1")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "no text column 'text'" in result.stderr
 
@@ -170,6 +193,9 @@ def test_pretrain_runs_and_resumes_exactly_after_a_kill(toy_data_dir, tokenizer_
     assert "tokens_per_sec" in result.stdout and "mfu" in result.stdout
     card = (straight / "README.md").read_text()
     assert "tokens_seen" in card and "compute_flops" in card and "eval_loss_before" in card
+    # transformers' own card (Trainer.create_model_card), extended: its hyperparameters and versions are kept
+    assert "- learning_rate: 0.003" in card and "- training_steps: 16" in card and "### Framework versions" in card
+    assert "fine-tuned version of" not in card  # its opening line, which names no base model here, is replaced
 
     killed = tmp_path / "killed"
     argv = ["scripts/pretrain.py", *pretrain_args(toy_data_dir, tokenizer_dir, killed, *common)]

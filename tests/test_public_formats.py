@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_script
-from llm_recipes.configs import DataArguments
+from llm_recipes.data_config import DataArguments
 from llm_recipes.data import load_stage_data
 from llm_recipes.errors import DataError
 from public_formats import BOOK, HH_ROWS, WRITERS, book_documents, write_alpaca, write_book, write_hh_rlhf
@@ -130,7 +130,7 @@ def tokenizer_script():
 
 
 def test_tokenizer_stage_on_a_txt_book(tmp_path):
-    from llm_recipes.configs import TokenizerArguments
+    from llm_recipes.tokenizer_config import TokenizerArguments
 
     sample = write_book(tmp_path, "", "paragraph", copies=20)
     paragraphs = len([p for p in sample.path.read_text().split("\n\n") if p.strip()])
@@ -176,7 +176,7 @@ def test_every_documented_command_parses_and_reads_its_data(tmp_path):
     import importlib.util
 
     from conftest import REPO_ROOT
-    from llm_recipes.configs import parse_config
+    from llm_recipes.parser import parse_config
     from llm_recipes.pretrain import load_text_splits
 
     data_dir = tmp_path / "data"

@@ -4,10 +4,8 @@ load, slice and run (skipping finished stages)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import yaml
@@ -15,25 +13,15 @@ from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.utils import DistributedType
 from conftest import REPO_ROOT
 
-from llm_recipes.configs import ToyDataArguments, parse_config
+from llm_recipes.parser import parse_config
+from llm_recipes.toy.config import ToyDataArguments
 from llm_recipes.errors import ConfigError
 from llm_recipes.hub import read_marker
 from llm_recipes.pipeline import load_pipeline, run_pipeline, select_stages
+from llm_recipes.stages import load_script
 
 RECIPES = sorted((REPO_ROOT / "recipes").rglob("*.yaml"))
 ACCELERATE_CONFIGS = sorted((REPO_ROOT / "accelerate_configs").glob("*.yaml"))
-_SCRIPTS: dict[Path, ModuleType] = {}
-
-
-def script_module(path: Path) -> ModuleType:
-    """Import a stage script from its file (not run: its `main` sits under `if __name__ == "__main__"`)."""
-    path = path.resolve()
-    if path not in _SCRIPTS:
-        spec = importlib.util.spec_from_file_location(f"_recipe_script_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _SCRIPTS[path] = module
-    return _SCRIPTS[path]
 
 
 def stage_script(recipe: Path) -> Path:
@@ -49,7 +37,7 @@ def stage_script(recipe: Path) -> Path:
 
 
 def check_parses(config: Path, script: Path) -> None:
-    classes = script_module(script).CONFIG_CLASSES
+    classes = load_script(script).CONFIG_CLASSES
     parsed = parse_config(classes, ["--config", str(config)])
     assert len(parsed) == len(classes)
     assert all(isinstance(obj, cls) for obj, cls in zip(parsed, classes))
@@ -83,7 +71,7 @@ def test_recipe_parses(recipe: Path, keep_environment):
 
 def test_gpu_recipes_ask_for_what_they_promise(keep_environment):
     """The settings that make the Llama/Qwen recipes what their headers say (parsed values, CPU overrides aside)."""
-    sft = script_module(REPO_ROOT / "scripts" / "sft.py").CONFIG_CLASSES
+    sft = load_script(REPO_ROOT / "scripts" / "sft.py").CONFIG_CLASSES
     base = REPO_ROOT / "recipes"
     raw = {name: yaml.safe_load((base / name).read_text()) for name in (
         "llama-3.1-8b/sft/config_qlora.yaml", "llama-3.1-8b/sft/config_full.yaml", "qwen2.5-0.5b/sft/config_lora.yaml")}

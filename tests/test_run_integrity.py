@@ -316,7 +316,9 @@ def test_the_stage_dies_with_the_pipeline_runner(tmp_path, kill):
 def test_the_recipe_record_ignores_what_does_not_change_the_result(tmp_path, tiny_model_dir, toy_data_dir):
     from trl import SFTConfig
 
-    from llm_recipes.configs import DataArguments, ModelArguments, parse_config
+    from llm_recipes.data_config import DataArguments
+    from llm_recipes.model_config import ModelArguments
+    from llm_recipes.parser import parse_config
     from llm_recipes.integrity import record_of
 
     recipe = write_recipe(tmp_path, "a", tiny_model_dir, toy_data_dir)
@@ -354,3 +356,24 @@ def test_publish_shows_the_final_folder_whole_and_a_cut_save_is_discarded(tmp_pa
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2", "llm_recipes.json", "model.safetensors",
                                                       "train_results.json"]
     assert not staged.parent.exists()
+
+
+def test_resume_takes_the_newest_checkpoint_saved_to_the_end(tmp_path):
+    """transformers' get_last_checkpoint takes the newest `checkpoint-N` whatever it holds; the stage skips one
+    whose file written last (trainer_state.json) a kill left cut or missing, and takes the one before."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from llm_recipes.integrity import last_complete_checkpoint
+    from llm_recipes.training import last_complete_checkpoint as trainer_checkpoint
+
+    out = tmp_path / "out"
+    assert last_complete_checkpoint(out, "trainer_state.json") is None  # no output folder yet
+    for step in (2, 4, 10):
+        (out / f"checkpoint-{step}").mkdir(parents=True)
+        (out / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    (out / "checkpoint-10" / "trainer_state.json").write_text('{"global_step": ')  # cut while saving
+    (out / "checkpoint-12").mkdir()  # cut before the file was opened
+    assert get_last_checkpoint(str(out)) == str(out / "checkpoint-12")
+    assert trainer_checkpoint(str(out)) == str(out / "checkpoint-4")  # 4 < 10 by number, not by name
+    (out / "checkpoint-12" / "trainer_state.json").write_text("{}")
+    assert trainer_checkpoint(str(out)) == str(out / "checkpoint-12")

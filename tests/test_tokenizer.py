@@ -11,7 +11,7 @@ from datasets import Dataset, DatasetDict
 from transformers import AutoTokenizer
 
 from conftest import REPO_ROOT, run_script
-from llm_recipes.configs import TokenizerArguments
+from llm_recipes.tokenizer_config import TokenizerArguments
 from llm_recipes.errors import DataError
 
 

@@ -4,8 +4,19 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
-# The repository root (recipes/, scripts/, accelerate_configs/) for an editable or source install.
-REPO_ROOT = Path(__file__).resolve().parents[2]
+
+def _project_root() -> Path:
+    """The folder holding the stage scripts, recipes and accelerate configs (scripts/, recipes/,
+    accelerate_configs/): the checkout for a source or editable install, else the copies a wheel ships inside
+    the package (llm_recipes/_project/, see setup.py)."""
+    package = Path(__file__).resolve().parent
+    checkout = package.parents[1]
+    if (checkout / "scripts").is_dir() and (checkout / "recipes").is_dir():
+        return checkout
+    return package / "_project"
+
+
+PROJECT_ROOT = _project_root()
 
 
 def _quiet_import_noise() -> None:

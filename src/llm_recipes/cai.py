@@ -33,8 +33,10 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from llm_recipes.cai_config import PrincipleArguments
 from llm_recipes.errors import ConfigError, DataError
 from llm_recipes.hub import write_text_atomic
+from llm_recipes.parser import build_options
 
 logger = logging.getLogger(__name__)
 
@@ -81,19 +83,9 @@ def _principles_from(raw: Any, source: str) -> list[Principle]:
     principles = []
     for i, item in enumerate(raw):
         where = f"{source}: principle {i + 1}"
-        if not isinstance(item, dict):
-            raise ConfigError(f"{where}: must be a mapping with critique_request and revision_request")
-        unknown = set(item) - {"name", "critique_request", "revision_request", "comparison"}
-        if unknown:
-            raise ConfigError(f"{where}: unknown key '{min(unknown)}'")
-        for key in ("critique_request", "revision_request"):
-            if not isinstance(item.get(key), str) or not item[key].strip():
-                raise ConfigError(f"{where}: '{key}' is missing or empty")
-        if "comparison" in item and (not isinstance(item["comparison"], str) or not item["comparison"].strip()):
-            raise ConfigError(f"{where}: 'comparison' must be a non-empty string")
-        principles.append(Principle(str(item.get("name", f"principle_{i + 1}")), item["critique_request"].strip(),
-                                    item["revision_request"].strip(),
-                                    item.get("comparison", Principle.comparison).strip()))
+        item = build_options(PrincipleArguments, item, where)  # unknown keys, types, requests not empty
+        principles.append(Principle(item.name or f"principle_{i + 1}", item.critique_request.strip(),
+                                    item.revision_request.strip(), (item.comparison or Principle.comparison).strip()))
     return principles
 
 
@@ -491,9 +483,8 @@ def load_prompts(args) -> list[str]:
 
 def load_generator(path: str, args):
     """A generator for a model (Hub id, folder or adapter folder) on the configured backend."""
-    from llm_recipes.alignment import load_causal_lm
     from llm_recipes.chat_templates import setup_chat_template
-    from llm_recipes.models import check_local_weights, load_tokenizer_from, resolve_dtype
+    from llm_recipes.models import check_local_weights, load_causal_lm, load_tokenizer_from, resolve_dtype
 
     check_local_weights(path)
     if args.backend == "vllm":

@@ -1,11 +1,14 @@
-"""`llm-recipes`: run the toy pipeline, a pipeline recipe, or one stage. It launches the same scripts as
-`accelerate launch scripts/<stage>.py`; it is no second implementation.
+"""`llm-recipes`: run the toy pipeline, a pipeline recipe, or one stage, from any directory. A stage is the same
+script as `accelerate launch scripts/<stage>.py`; this is no second implementation.
 
     llm-recipes toy                                   # the embedded default, end to end on a CPU
     llm-recipes run recipes/toy/pipeline.yaml --from sft --until eval
     llm-recipes sft --config recipes/toy/sft.yaml [--accelerate_config accelerate_configs/ddp.yaml] [--key value]
     llm-recipes size --gpu_hours 100 --gpu h100       # Chinchilla: model size and tokens for a compute budget
     llm-recipes chat runs/toy/release                 # talk to a model: streamed, multi-turn, /exit or Ctrl-D
+
+Outputs (runs/...) land in the directory you run it from. A recipe, pipeline or accelerate config path is yours
+when it exists from your directory, else the one shipped with the package (recipes/toy/sft.yaml works anywhere).
 """
 
 from __future__ import annotations
@@ -14,15 +17,64 @@ import argparse
 import os
 import sys
 
-from llm_recipes import REPO_ROOT
+from llm_recipes import PROJECT_ROOT
 from llm_recipes.errors import RecipeError
-from llm_recipes.pipeline import DEFAULT_ACCELERATE_CONFIG, run_pipeline, run_stage_process
+from llm_recipes.stages import STAGES
 
 TOY_PIPELINE = "recipes/toy/pipeline.yaml"
+DEFAULT_ACCELERATE_CONFIG = "accelerate_configs/single.yaml"  # the same as llm_recipes.pipeline's (not imported: slow)
 
 
-def stage_names() -> list[str]:
-    return sorted(p.stem for p in (REPO_ROOT / "scripts").glob("*.py") if not p.stem.startswith("_"))
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """One line per command: argparse sizes the name column without the commands' own indent, so the longest
+    stage name pushed its help onto a second line."""
+
+    def __init__(self, prog: str):
+        super().__init__(prog, width=120, max_help_position=30)
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction):
+            longest = max(len(name) for name in action.choices) + self._current_indent + 2 * self._indent_increment
+            self._action_max_length = max(self._action_max_length, longest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llm-recipes", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[2],
+        formatter_class=HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                title="commands (the four below, then one per stage: `llm-recipes <stage> --config recipe.yaml`)")
+    for name, help_text in (("toy", "run the toy pipeline (the embedded default) end to end"),
+                            ("run", "run a pipeline YAML: its stages in order, finished ones skipped")):
+        p = sub.add_parser(name, help=help_text)
+        if name == "run":
+            p.add_argument("pipeline", help="pipeline YAML, e.g. recipes/pipelines/fineweb-125m.yaml")
+        p.add_argument("--from", dest="from_stage", help="first stage to run")
+        p.add_argument("--until", dest="until_stage", help="last stage to run")
+        p.add_argument("--force", action="store_true", help="re-run stages whose output is already complete")
+        p.add_argument("--verbose", action="store_true",
+                       help="show each stage's own output here (default: in <run folder>/logs/<stage>.log)")
+    sub.add_parser("chat", help="talk to a model in the terminal: `llm-recipes chat MODEL` (-h for options)", add_help=False)
+    sub.add_parser("size", help="compute-optimal model size and tokens (Chinchilla), e.g. --gpu_hours 100 --gpu h100",
+                   add_help=False)
+    for stage in STAGES:
+        p = sub.add_parser(stage.name, help=stage.help, add_help=False)
+        p.add_argument("--accelerate_config", default=DEFAULT_ACCELERATE_CONFIG)
+    return parser
+
+
+def _with_located_config(args: list[str]) -> list[str]:
+    """`--config X`: X from the caller's directory when there, else the recipe shipped with the package."""
+    from llm_recipes.pipeline import locate
+
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--config" and i + 1 < len(out):
+            out[i + 1] = locate(out[i + 1], PROJECT_ROOT)
+        elif arg.startswith("--config="):
+            out[i] = "--config=" + locate(arg.split("=", 1)[1], PROJECT_ROOT)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,43 +83,29 @@ def main(argv: list[str] | None = None) -> int:
         from llm_recipes.chat import main as chat_main
 
         return chat_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="llm-recipes", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("toy", "run the toy pipeline (the embedded default)"), ("run", "run a pipeline YAML")):
-        p = sub.add_parser(name, help=help_text)
-        if name == "run":
-            p.add_argument("pipeline", help="pipeline YAML, e.g. recipes/toy/pipeline.yaml")
-        p.add_argument("--from", dest="from_stage", help="first stage to run")
-        p.add_argument("--until", dest="until_stage", help="last stage to run")
-        p.add_argument("--force", action="store_true", help="re-run stages whose output is already complete")
-    sub.add_parser("chat", help="talk to a model in the terminal: `llm-recipes chat MODEL` (-h for options)", add_help=False)
-    sub.add_parser("size", help="compute-optimal model size and tokens (Chinchilla): `llm-recipes size --gpu_hours 100 "
-                   "--gpu h100` (-h for options)", add_help=False)
-    for name in stage_names():
-        p = sub.add_parser(name, help=f"launch scripts/{name}.py", add_help=False)
-        p.add_argument("--accelerate_config", default=DEFAULT_ACCELERATE_CONFIG)
+    parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-
-    if getattr(args, "pipeline", None):
-        args.pipeline = os.path.abspath(args.pipeline)
-    os.chdir(REPO_ROOT)  # recipes name paths relative to the repository root
     try:
         if args.command == "size":
             from llm_recipes.sizing import main as sizing_main
 
             sizing_main(rest)
             return 0
+        from llm_recipes.pipeline import locate, run_pipeline, run_stage_process
+
         if args.command in ("toy", "run"):
             if rest:
                 parser.error(f"unrecognised arguments: {' '.join(rest)}")
-            run_pipeline(TOY_PIPELINE if args.command == "toy" else args.pipeline, args.from_stage, args.until_stage, args.force)
+            path = str(PROJECT_ROOT / TOY_PIPELINE) if args.command == "toy" else locate(args.pipeline, PROJECT_ROOT)
+            run_pipeline(path, args.from_stage, args.until_stage, args.force, verbose=args.verbose)
             return 0
     except RecipeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", args.accelerate_config,
-               f"scripts/{args.command}.py", *rest]
-    return run_stage_process(command, env=dict(os.environ), cwd=REPO_ROOT)  # signals reach every rank
+    stage = next(s for s in STAGES if s.name == args.command)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               locate(args.accelerate_config, PROJECT_ROOT), str(stage.script), *_with_located_config(rest)]
+    return run_stage_process(command, env=dict(os.environ))  # its own process group: signals reach every rank
 
 
 if __name__ == "__main__":

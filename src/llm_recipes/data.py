@@ -26,7 +26,10 @@ import datasets
 from datasets import Dataset, DatasetDict
 from trl.data_utils import extract_prompt
 
+from llm_recipes.data_config import DatasetMixtureArguments
 from llm_recipes.errors import ConfigError, DataError, first_line
+from llm_recipes.models import looks_local
+from llm_recipes.parser import build_options
 
 logger = logging.getLogger(__name__)
 
@@ -152,11 +155,7 @@ def load_source(
         if text_folder:
             loaded = DatasetDict({name: _without_blank_documents(ds, f"{source}[{name}]", text_sample_by)
                                   for name, ds in loaded.items()})
-    elif (
-        source.startswith((".", "/", "~"))
-        or source.count("/") > 1
-        or _file_type(source)[0] in FILE_BUILDERS
-    ):  # a local path (a Hub id is `name` or `owner/name`, without a data-file suffix)
+    elif looks_local(source) or _file_type(source)[0] in FILE_BUILDERS:  # a Hub id has no data-file suffix
         raise DataError(f"{source}: no such file or folder")
     elif streaming:
         loaded = datasets.load_dataset(source, name=config, streaming=True)  # a Hub id, streamed
@@ -500,10 +499,6 @@ def normalise(
 
 
 # ----------------------------------------------------------------------------------------------- mixtures
-MIXTURE_KEYS = {"datasets", "seed", "test_split_size"}
-ENTRY_KEYS = {"id", "path", "config", "split", "columns", "weight", "format", "sample_by"}
-
-
 def _layout(ds: Dataset) -> str:
     """Columns and what each holds (text or a list of messages): the parts of a mixture must agree on both."""
     return ", ".join(
@@ -512,45 +507,25 @@ def _layout(ds: Dataset) -> str:
 
 
 def load_mixture(
-    mixture: dict, on_bad_row: str = "error", kind: str = "sft", seed: int = 42, text_sample_by: str = "paragraph"
+    mixture: dict | DatasetMixtureArguments, on_bad_row: str = "error", kind: str = "sft", seed: int = 42, text_sample_by: str = "paragraph"
 ) -> DatasetDict:
     """Weighted mixture: each dataset is shuffled and cut (or repeated) to weight x rows, then all are
     concatenated, shuffled and optionally split into train/test. `seed` is used unless the mixture sets one;
     an entry's `sample_by` cuts its plain text (default `text_sample_by`)."""
-    if not isinstance(mixture, dict):
-        raise ConfigError(f"dataset_mixture: must be a mapping with 'datasets', got {type(mixture).__name__}")
-    unknown = set(mixture) - MIXTURE_KEYS
-    if unknown:
-        raise ConfigError(f"dataset_mixture: unknown key '{sorted(unknown)[0]}' (allowed: {sorted(MIXTURE_KEYS)})")
-    entries = mixture.get("datasets") or []
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError("dataset_mixture: 'datasets' must list at least one dataset")
-    try:
-        seed = int(mixture.get("seed", seed))
-    except (TypeError, ValueError):
-        raise ConfigError(f"dataset_mixture: 'seed' must be an integer, got {mixture['seed']!r}") from None
+    options = build_options(DatasetMixtureArguments, mixture, "dataset_mixture")  # keys, types, weight > 0
+    seed = options.seed if options.seed is not None else seed
     parts, layouts = [], {}
-    for i, entry in enumerate(entries):
+    for i, entry in enumerate(options.datasets):
         where = f"dataset_mixture.datasets[{i}]"
-        if not isinstance(entry, dict) or not (set(entry) & {"id", "path"}):
-            raise ConfigError(f"{where}: needs 'id' (Hub) or 'path' (local)")
-        if set(entry) - ENTRY_KEYS:
-            raise ConfigError(f"{where}: unknown key '{sorted(set(entry) - ENTRY_KEYS)[0]}' (allowed: {sorted(ENTRY_KEYS)})")
-        try:
-            weight = float(entry.get("weight", 1.0))
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: weight must be a number, got {entry['weight']!r}") from None
-        if not weight > 0:
-            raise ConfigError(f"{where}: weight must be > 0, got {weight}")
-        source = entry.get("id") or entry["path"]
-        ds = load_source(source, entry.get("config"), entry.get("split", "train"), on_bad_row,
-                         text_sample_by=entry.get("sample_by", text_sample_by))
-        if entry.get("columns"):
-            missing = [c for c in entry["columns"] if c not in ds.column_names]
+        weight = entry.weight
+        source = entry.id or entry.path
+        ds = load_source(source, entry.config, entry.split, on_bad_row, text_sample_by=entry.sample_by or text_sample_by)
+        if entry.columns:
+            missing = [c for c in entry.columns if c not in ds.column_names]
             if missing:
                 raise DataError(f"{where} ({source}): columns {missing} not in the dataset; columns seen: {ds.column_names}")
-            ds = ds.select_columns(entry["columns"])
-        ds = normalise(ds, entry.get("format", "auto"), on_bad_row, source, kind)
+            ds = ds.select_columns(entry.columns)
+        ds = normalise(ds, entry.format, on_bad_row, source, kind)
         if len(ds) == 0:
             raise DataError(f"{where} ({source}): no rows left to mix")
         ds = ds.shuffle(seed=seed)
@@ -569,7 +544,7 @@ def load_mixture(
             + "); mix datasets of one kind"
         )
     combined = datasets.concatenate_datasets(parts).shuffle(seed=seed)
-    test_size = mixture.get("test_split_size")
+    test_size = options.test_split_size
     if test_size:
         try:
             return combined.train_test_split(test_size=test_size, seed=seed)

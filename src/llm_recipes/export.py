@@ -1,7 +1,8 @@
 """Export: merge an adapter into its base, quantize for serving, measure size and perplexity.
 
 Merging uses peft's `merge_and_unload`; quantizing uses transformers' quantizers (bitsandbytes, torchao), so
-every variant reloads with `from_pretrained`. A QLoRA adapter is merged into full-precision weights: its base
+every variant reloads with `from_pretrained`. Merging is models.merge_adapter, the project's one merge: a QLoRA
+adapter is merged into full-precision weights: its base
 is loaded 4-bit exactly as in training, dequantised by transformers (`model.dequantize`) and the adapter is
 added to those weights: the merged model is the function that was trained, in a format any server loads.
 (peft's merge on a 4-bit model would re-quantize base + update, losing most of a small update.)
@@ -9,27 +10,21 @@ added to those weights: the merged model is the function that was trained, in a 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import re
 from pathlib import Path
 
 import torch
-import yaml
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    BitsAndBytesConfig,
-    PreTrainedModel,
-)
-from transformers.utils import find_adapter_config_file
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedModel
 
 from llm_recipes.chat_templates import align_model_with_tokenizer
 from llm_recipes.errors import ConfigError, DataError
 from llm_recipes.hub import read_marker
-from llm_recipes.models import load_adapter, load_pretrained, load_tokenizer_from
+from llm_recipes.models import (  # noqa: F401  (card_recipe: release reads recipes through export)
+    card_recipe, device_map, load_pretrained, load_tokenizer_from, merge_adapter, resolve_model,
+    saved_dtype,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +34,6 @@ VARIANTS = {
     "bnb-int8": ("bitsandbytes", "8-bit LLM.int8() weights (bitsandbytes)"),
     "torchao-int8": ("torchao", "int8 weight-only, per-channel scales (torchao; served by vLLM/SGLang's torchao path)"),
 }
-BASE_QUANTIZATIONS = ("auto", "none", "nf4", "fp4", "int8")
-
-
-def device_map() -> dict:
-    return {"": 0 if torch.cuda.is_available() else "cpu"}
-
-
 def resolve_source(model_name_or_path: str | None, candidates: list[str] | None) -> str:
     """The model to export: `model_name_or_path`, else the first candidate folder holding a finished stage."""
     if model_name_or_path:
@@ -58,57 +46,6 @@ def resolve_source(model_name_or_path: str | None, candidates: list[str] | None)
     raise ConfigError(f"model_candidates: none of {', '.join(candidates)} holds a finished stage (no llm_recipes.json)")
 
 
-def adapter_base(source: str, override: str | None = None) -> str | None:
-    """The base model of a PEFT adapter (None if `source` is a full model). `override` replaces the base named
-    in adapter_config.json, which is often a path that no longer exists (a training machine's folder)."""
-    config_file = find_adapter_config_file(source)
-    if config_file is None:
-        return None
-    named = json.loads(Path(config_file).read_text()).get("base_model_name_or_path")
-    base = override or named
-    if not base:
-        raise ConfigError(f"{config_file}: no base_model_name_or_path; set base_model_name_or_path")
-    looks_local = base.startswith((".", "/", "~")) or base.count("/") > 1
-    if looks_local and not os.path.isdir(base):
-        key = "base_model_name_or_path" if override else f"{config_file}: base_model_name_or_path"
-        raise ConfigError(f"{key}: base model folder '{base}' not found (set base_model_name_or_path to the base)")
-    return base
-
-
-def card_recipe(folder: str | Path) -> tuple[str | None, str | None]:
-    """(recipe path, recipe YAML text) from the `## Recipe (`path`)` section of a folder's model card."""
-    card = Path(folder) / "README.md"
-    if not card.is_file():
-        return None, None
-    match = re.search(r"^## Recipe \(`([^`]*)`\)\s*```yaml\n(.*?)```", card.read_text(encoding="utf-8"), re.S | re.M)
-    return (match.group(1), match.group(2)) if match else (None, None)
-
-
-def training_quantization(source: str) -> str:
-    """How an adapter's base was quantized in training: the marker's `quantization`, else its recipe's
-    load_in_4bit/load_in_8bit/bnb_4bit_quant_type (from the card), else 'none'."""
-    marker = read_marker(source) if os.path.isdir(source) else None
-    if marker and marker.get("quantization"):
-        return str(marker["quantization"])
-    _, text = card_recipe(source) if os.path.isdir(source) else (None, None)
-    recipe = (yaml.safe_load(text) or {}) if text else {}
-    if recipe.get("load_in_4bit"):
-        return str(recipe.get("bnb_4bit_quant_type", "nf4"))
-    if recipe.get("load_in_8bit"):
-        return "int8"
-    return "none"
-
-
-def resolve_dtype(name: str, model: str) -> torch.dtype:
-    """'auto' -> the dtype the model was saved in (float32 if it names none)."""
-    if name != "auto":
-        return getattr(torch, name)
-    saved = getattr(AutoConfig.from_pretrained(model), "dtype", None)
-    if isinstance(saved, str):
-        saved = getattr(torch, saved, None)
-    return saved if isinstance(saved, torch.dtype) else torch.float32
-
-
 def load_merged(
     source: str,
     base_override: str | None = None,
@@ -116,43 +53,20 @@ def load_merged(
     double_quant: bool | None = None,
     dtype: str = "auto",
 ) -> tuple[PreTrainedModel, object, dict]:
-    """A full model: `source` itself, or its adapter merged into the full-precision (or dequantised) base.
-    Returns (model, tokenizer, facts about the merge for the card)."""
-    base = adapter_base(source, base_override)
+    """A full model: `source` itself, or its adapter merged into the base it was trained on (models.merge_adapter:
+    full precision, or the dequantised 4-bit/8-bit base of a QLoRA adapter). Returns (model, tokenizer, facts about
+    the merge for the card). `dtype` 'auto' is the dtype the model (an adapter's base) was saved in."""
+    model_source = resolve_model(source, "model_name_or_path", base_override)
     tokenizer = load_tokenizer_from(source, "model_name_or_path")
-    if base is None:
-        torch_dtype = resolve_dtype(dtype, source)
+    if model_source.kind != "adapter":
+        torch_dtype = saved_dtype(source) if dtype == "auto" else getattr(torch, dtype)
         model = load_pretrained(AutoModelForCausalLM, source, dtype=torch_dtype)
-        align_model_with_tokenizer(model, tokenizer)
-        return model, tokenizer, {"adapter": False, "dtype": str(torch_dtype).replace("torch.", "")}
-
-    quant = training_quantization(source) if base_quantization == "auto" else base_quantization
-    if quant not in BASE_QUANTIZATIONS[1:]:
-        raise ConfigError(f"base_quantization: '{quant}' must be one of {', '.join(BASE_QUANTIZATIONS)}")
-    torch_dtype = resolve_dtype(dtype, base)
-    if quant == "none":
-        model = load_pretrained(AutoModelForCausalLM, base, "base_model_name_or_path", dtype=torch_dtype)
+        merge = {"adapter": False, "dtype": str(torch_dtype).replace("torch.", "")}
     else:
-        if double_quant is None:
-            _, text = card_recipe(source) if os.path.isdir(source) else (None, None)
-            double_quant = bool((yaml.safe_load(text) or {}).get("use_bnb_nested_quant")) if text else False
-        if quant == "int8":
-            bnb = BitsAndBytesConfig(load_in_8bit=True)
-        else:
-            bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant, bnb_4bit_use_double_quant=double_quant,
-                                     bnb_4bit_compute_dtype=torch_dtype)
-        quantized = load_pretrained(AutoModelForCausalLM, base, "base_model_name_or_path", quantization_config=bnb,
-                                    dtype=torch_dtype, device_map=device_map())
-        # the weights the adapter was trained against, as ordinary full-precision Linear layers
-        model = quantized.dequantize(dtype=torch_dtype)  # (dtype given: transformers 5.23 passes a str otherwise)
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer))  # as in training; the adapter carries the trained rows
-    model = load_adapter(model, source).merge_and_unload()
+        model, merge = merge_adapter(model_source, base_quantization=base_quantization, double_quant=double_quant,
+                                     dtype=dtype)
     align_model_with_tokenizer(model, tokenizer)
-    model.config.name_or_path = source
-    return model, tokenizer, {"adapter": True, "base_model": base, "base_quantization": quant,
-                              "double_quant": bool(double_quant) if quant in ("nf4", "fp4") else None,
-                              "dtype": str(torch_dtype).replace("torch.", "")}
+    return model, tokenizer, merge
 
 
 def quantization_config(variant: str, dtype: torch.dtype):

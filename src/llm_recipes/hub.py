@@ -90,6 +90,13 @@ def _recipe_text(recipe_path: str | None) -> str | None:
     return None
 
 
+def _sections(card_text: str) -> str:
+    """A library card's sections, less its title and opening paragraph: they name the base model from the model's
+    config, which for a local base is `None` ("fine-tuned version of [None]"); the project's lineage replaces them."""
+    start = card_text.find("\n## ")
+    return card_text[start + 1:].rstrip() if start >= 0 else ""
+
+
 def write_model_card(
     output_dir: str | Path,
     *,
@@ -100,18 +107,22 @@ def write_model_card(
     recipe_path: str | None = None,
     tags: list[str] | None = None,
     description: str = "",
+    library_card: str | None = None,
 ) -> str:
-    """A README.md model card naming the base model, datasets, recipe and final metrics. Secrets (a token in the
-    recipe's `env:` block, a `hub_token`, any secret-named value) are redacted: the card is pushed."""
+    """A README.md model card naming the base model, datasets, recipe and final metrics. With `library_card` (the
+    card the trainer's own `create_model_card` wrote), the card extends it: its metadata and its sections
+    (training procedure, hyperparameters, framework versions, citations) are kept, under the project's title and
+    lineage. Secrets (a token in the recipe's `env:` block, a `hub_token`, any secret-named value) are redacted:
+    the card is pushed."""
     from llm_recipes.redaction import redact, redact_text, scrub
 
     metrics = redact(metrics)
-    data = ModelCardData(
-        base_model=base_model if base_model and not os.path.isabs(base_model) else None,
-        datasets=[d for d in datasets if d and not os.path.exists(d)] or None,
-        library_name="transformers",
-        tags=["llm-recipes", stage, *(tags or [])],
-    )
+    library = ModelCard(library_card, ignore_metadata_errors=True) if library_card else None
+    data = library.data if library is not None else ModelCardData()
+    data.base_model = base_model if base_model and not os.path.isabs(base_model) else None
+    data.datasets = [d for d in datasets if d and not os.path.exists(d)] or None
+    data.library_name = getattr(data, "library_name", None) or "transformers"
+    data.tags = list(dict.fromkeys(["llm-recipes", stage, *(tags or []), *(getattr(data, "tags", None) or [])]))
     lines = [
         f"# {Path(output_dir).name}",
         "",
@@ -126,6 +137,8 @@ def write_model_card(
         "|---|---|",
         *[f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()],
     ]
+    if library is not None:
+        lines += ["", _sections(library.text)]
     recipe = _recipe_text(recipe_path)
     if recipe is not None:
         lines += ["", f"## Recipe (`{recipe_path}`)", "", "```yaml", redact_text(recipe).rstrip(), "```"]

@@ -178,7 +178,7 @@ _current: dict[str, Any] = {"record": None, "force": False}
 
 
 def register(parsed: tuple | list, force: bool = False) -> None:
-    """Remember the parsed config of this process's stage (called by `configs.run_cli`)."""
+    """Remember the parsed config of this process's stage (called by `parser.run_cli`)."""
     _current["record"] = record_of(parsed)
     _current["force"] = force
 
@@ -338,6 +338,41 @@ def write_run_record(output_dir: str | Path, record: RunRecord) -> None:
 FULL_CHECK_BYTES = 64 << 20
 
 
+def _saved_to_the_end(checkpoint: str, written_last: str) -> bool:
+    try:
+        json.loads(Path(checkpoint, written_last).read_text(encoding="utf-8"))
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def complete_checkpoints(output_dir: str | Path, written_last: str) -> list[str]:
+    """The `checkpoint-N` folders of output_dir in step order (transformers' `sort_checkpoints`) whose file
+    `written_last` (the one the trainer writes last: Trainer's trainer_state.json) is whole."""
+    from transformers.trainer_utils import sort_checkpoints  # here: the pipeline runner imports this module, not torch
+
+    if not os.path.isdir(output_dir):
+        return []
+    return [path for path in sort_checkpoints(str(output_dir)) if _saved_to_the_end(path, written_last)]
+
+
+def last_complete_checkpoint(output_dir: str | Path, written_last: str) -> str | None:
+    """transformers' `get_last_checkpoint`, less a newest folder that a kill cut off while saving (it takes the
+    newest `checkpoint-N` whatever it holds): then the newest complete one before it. Nothing is moved or deleted:
+    every process of a distributed run calls this at once, and the folder is rewritten when training reaches
+    that step again."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not os.path.isdir(output_dir):
+        return None
+    newest = get_last_checkpoint(str(output_dir))
+    if newest is None or _saved_to_the_end(newest, written_last):
+        return newest
+    logger.warning("checkpoint %s is incomplete (killed while saving?); skipped", newest)
+    earlier = complete_checkpoints(output_dir, written_last)
+    return earlier[-1] if earlier else None
+
+
 def check_checkpoint_files(folder: str | Path) -> None:
     """Every file of a checkpoint is whole, else a one-line DataError naming it: torch's zip archives
     (.pt/.pth/.bin/.pkl, CRC-checked), safetensors (header and data length), JSON. Trainer and accelerate
@@ -392,5 +427,5 @@ def record_run(output_dir: str | Path) -> None:
 
 
 __all__ = ["RunConflict", "RunRecord", "acquire_lock", "begin_training_stage", "check_checkpoint_files",
-           "check_output_dir", "current_record", "finish_publish", "lock_holder", "publish", "record_of", "register",
-           "resolved_config", "staging_dir"]
+           "check_output_dir", "complete_checkpoints", "current_record", "finish_publish", "last_complete_checkpoint",
+           "lock_holder", "publish", "record_of", "register", "resolved_config", "staging_dir"]

@@ -1,13 +1,16 @@
-"""Models and tokenizers: load from a Hub id or local folder, pick attention, quantize, add LoRA, or build a
-new Llama-style model from an architecture. Every stage gets its model here: `load_pretrained` is the one place
-weights are loaded (safetensors only, one-line errors)."""
+"""Models and tokenizers: where a model comes from (`resolve_model`: Hub id, local folder, or adapter with its
+base), loading (`load_pretrained`, the one place weights are loaded: safetensors only, one-line errors), merging
+an adapter into the base it was trained on (`merge_adapter`), attention, quantization, LoRA, and new Llama-style
+models built from an architecture. Every stage gets its model here."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torch
 from transformers import (
@@ -63,18 +66,6 @@ def looks_local(path: str) -> bool:
             or (path.count("/") == 1 and os.path.isdir(path.split("/")[0])))
 
 
-
-def check_safetensors(path: str, key: str) -> None:
-    """Read a safetensors file's header: a truncated or corrupt file fails here, in a second, not mid-load."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(path, framework="pt"):
-            pass
-    except (SafetensorError, OSError) as err:
-        raise ConfigError(f"{key}: {path}: truncated or corrupt safetensors file ({first_line(err)})") from None
-
-
 def _local_folder(path: str | None, key: str, what: str) -> str | None:
     """`path` as a local folder to check, or None for a Hub id (checked when it loads); a local-looking path that
     is missing or not a folder is a one-line error naming `key`."""
@@ -88,6 +79,85 @@ def _local_folder(path: str | None, key: str, what: str) -> str | None:
     if not os.path.isdir(path):
         raise ConfigError(f"{key}: {path}: a file, not a {what} folder")
     return path
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from: a Hub id, a local model folder, or a PEFT adapter (a folder, or a Hub id) with the
+    base it was trained on (a local folder or a Hub id). `key` is the config key that named it, for errors."""
+
+    kind: Literal["hub", "folder", "adapter"]
+    path: str
+    key: str
+    base: str | None = None
+    base_key: str | None = None
+    adapter_config: dict | None = None
+
+    @property
+    def base_is_local(self) -> bool:
+        return self.base is not None and os.path.isdir(self.base)
+
+
+def resolve_model(source: str | None, key: str = "model_name_or_path", base_override: str | None = None) -> ModelSource:
+    """The one answer to "where does this model come from". A path that exists is a folder (an adapter folder when
+    it holds adapter_config.json); a local-looking path that does not exist is an error naming `key`; anything
+    else is a Hub id (an adapter if the Hub, or its cache, has an adapter_config.json for it). An adapter's base is
+    `base_override`, else its `base_model_name_or_path`, tried as written and relative to the adapter folder; a Hub
+    id base is accepted (loaded from the Hub when used); a local base that is not there is an error naming the
+    adapter and the key base_model_name_or_path."""
+    folder = _local_folder(source, key, "model")
+    path = folder or source
+    if folder is None:
+        config_file = _hub_adapter_config(path)
+    else:
+        config_file = os.path.join(path, ADAPTER_CONFIG) if os.path.isfile(os.path.join(path, ADAPTER_CONFIG)) else None
+    if config_file is None:
+        return ModelSource("hub" if folder is None else "folder", path, key)
+    with open(config_file, encoding="utf-8") as fh:
+        config = json.load(fh)
+    named = base_override or config.get("base_model_name_or_path")
+    where = "base_model_name_or_path" if base_override else f"{ADAPTER_CONFIG}: base_model_name_or_path"
+    if not named:
+        raise ConfigError(f"{key}: {path}: adapter without its base ({ADAPTER_CONFIG} names no "
+                          "base_model_name_or_path); set base_model_name_or_path")
+    named = os.path.expanduser(named)
+    base_key = "base_model_name_or_path" if base_override else f"{key} (adapter base)"
+    for candidate in (named, os.path.join(path, named)) if os.path.isdir(path) else (named,):
+        if os.path.isdir(candidate):
+            return ModelSource("adapter", path, key, candidate, base_key, config)
+    if looks_local(named) or os.path.exists(named):
+        raise ConfigError(f"{key}: {path}: adapter without its base: '{named}' ({where}) is not a model folder here; "
+                          "set base_model_name_or_path to the base model the adapter was trained on")
+    return ModelSource("adapter", path, key, named, base_key, config)  # a Hub id base
+
+
+def _hub_adapter_config(repo: str) -> str | None:
+    """adapter_config.json of a Hub id, if it is an adapter (None for a model, or when the Hub cannot say: the
+    model load that follows reports that)."""
+    from transformers.utils import find_adapter_config_file
+
+    try:
+        return find_adapter_config_file(repo)
+    except (OSError, ValueError):
+        return None
+
+
+def has_tokenizer(folder: str) -> bool:
+    return any(os.path.isfile(os.path.join(folder, name)) for name in TOKENIZER_FILES)
+
+
+def check_safetensors(path: str, key: str) -> None:
+    """Read a safetensors file's header: a truncated or corrupt file fails here, in a second, not mid-load."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt"):
+            pass
+    except (SafetensorError, OSError) as err:
+        raise ConfigError(f"{key}: {path}: truncated or corrupt safetensors file ({first_line(err)})") from None
 
 
 def check_tokenizer_source(path: str | None, key: str = "tokenizer_name_or_path") -> None:
@@ -107,23 +177,22 @@ def check_local_weights(path: str | None, key: str = "model_name_or_path", token
     """A local model folder must exist, hold a config and safetensors weights whose headers read (pickled `.bin`
     files can run code when loaded, so they are refused: convert them to safetensors first), and, with `tokenizer`,
     a tokenizer (for an adapter, with `tokenizer_from_base`, its base's will do). An adapter folder needs
-    safetensors adapter weights and a base that is there. A Hub id passes (it is loaded with use_safetensors=True)."""
-    path = _local_folder(path, key, "model")
-    if path is None:
+    safetensors adapter weights and a base that is there (see resolve_model). A Hub id passes (it is loaded with
+    use_safetensors=True)."""
+    source = resolve_model(path, key, base_override)
+    if source.kind == "hub" or not os.path.isdir(source.path):
         return
+    path = source.path
     names = os.listdir(path)
     pickled = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
-    if "adapter_config.json" in names:  # a PEFT adapter folder
+    if source.kind == "adapter":
         if "adapter_model.safetensors" not in names:
             what = f"only pickled adapter weights ({pickled[0]})" if pickled else "no adapter weights (adapter_model.safetensors)"
             raise ConfigError(f"{key}: {path}: {what}; only safetensors are loaded")
         check_safetensors(os.path.join(path, "adapter_model.safetensors"), key)
-        from llm_recipes.alignment import adapter_base  # (alignment imports this module)
-
-        base = adapter_base(path, base_override)
-        if os.path.isdir(base):
-            check_local_weights(base, "base_model_name_or_path" if base_override else f"{key} (adapter base)")
-            if tokenizer_from_base and any(os.path.isfile(os.path.join(base, n)) for n in TOKENIZER_FILES):
+        if source.base_is_local:
+            check_local_weights(source.base, source.base_key)
+            if tokenizer_from_base and has_tokenizer(source.base):
                 tokenizer = False
     else:
         if "config.json" not in names:
@@ -138,16 +207,16 @@ def check_local_weights(path: str | None, key: str = "model_name_or_path", token
             raise ConfigError(f"{key}: {path}: no model weights (*.safetensors) in the folder")
         for name in weights:
             check_safetensors(os.path.join(path, name), key)
-    if tokenizer and not any(n in names for n in TOKENIZER_FILES):
+    if tokenizer and not has_tokenizer(path):
         raise ConfigError(
             f"{key}: {path}: no tokenizer in the folder (none of {', '.join(TOKENIZER_FILES[:4])}); "
             "set tokenizer_name_or_path"
         )
 
 
-def load_pretrained(model_cls, path: str, key: str = "model_name_or_path", **kwargs):
-    """The one place the project loads weights: any `from_pretrained` model class, safetensors only (a pickled
-    checkpoint is never unpickled), and a path that cannot be loaded is a one-line error naming the key."""
+def _from_pretrained(model_cls, path: str, key: str, **kwargs):
+    """`model_cls.from_pretrained` of a full model (Hub id or folder), safetensors only (a pickled checkpoint is
+    never unpickled), a path that cannot be loaded a one-line error naming the key."""
     from safetensors import SafetensorError
 
     check_local_weights(path, key)
@@ -156,6 +225,29 @@ def load_pretrained(model_cls, path: str, key: str = "model_name_or_path", **kwa
         return model_cls.from_pretrained(path, **kwargs)
     except (OSError, ValueError, SafetensorError) as err:  # HFValidationError is a ValueError
         raise ConfigError(f"{key}: '{path}' cannot be loaded as a model ({first_line(err)})") from None
+
+
+def load_pretrained(model_cls, path: str, key: str = "model_name_or_path", base_override: str | None = None, **kwargs):
+    """The one place the project loads weights, for every model it loads (policy, reference, reward, value,
+    evaluation, export, CAI): any `from_pretrained` model class from a Hub id, a model folder or an adapter (see
+    resolve_model). An adapter is merged into the base it was trained on (`merge_adapter`); loaded quantized or
+    as another head (a causal-LM adapter as a reward model), the merged model is saved to a temporary folder and
+    loaded from there like any model."""
+    source = resolve_model(path, key, base_override)
+    if source.kind != "adapter":
+        return _from_pretrained(model_cls, source.path, key, **kwargs)
+    same_head = _is_classifier(_adapter_model_class(source)) == _is_classifier(model_cls)
+    if same_head and "quantization_config" not in kwargs:
+        base_kwargs = {k: v for k, v in kwargs.items() if k != "revision"}  # a revision names the adapter's
+        return merge_adapter(source, dtype=base_kwargs.pop("dtype", None), **base_kwargs)[0]
+    folder = merged_folder(source, dtype=kwargs.get("dtype"), trust_remote_code=kwargs.get("trust_remote_code", False))
+    kwargs.pop("revision", None)
+    return _from_pretrained(model_cls, folder, key, **kwargs)
+
+
+def load_causal_lm(path: str, base_override: str | None = None, key: str = "model_name_or_path", **kwargs):
+    """A causal LM for inference from a Hub id, a model folder or an adapter (merged into its base)."""
+    return load_pretrained(AutoModelForCausalLM, path, key, base_override, **kwargs)
 
 
 def load_adapter(base_model, adapter_dir: str, key: str = "model_name_or_path", **kwargs):
@@ -199,6 +291,151 @@ def load_tokenizer(model_args, trust_remote_code: bool = False) -> PreTrainedTok
     return tokenizer
 
 
+# ----------------------------------------------------------------------------------------------- adapters
+BASE_QUANTIZATIONS = ("auto", "none", "nf4", "fp4", "int8")
+
+
+def device_map() -> dict:
+    return {"": 0 if torch.cuda.is_available() else "cpu"}
+
+
+def card_recipe(folder: str) -> tuple[str | None, str | None]:
+    """(recipe path, recipe YAML text) from the `## Recipe (`path`)` section of a folder's model card."""
+    import re
+
+    card = os.path.join(folder, "README.md")
+    if not os.path.isfile(card):
+        return None, None
+    with open(card, encoding="utf-8") as fh:
+        match = re.search(r"^## Recipe \(`([^`]*)`\)\s*```yaml\n(.*?)```", fh.read(), re.S | re.M)
+    return (match.group(1), match.group(2)) if match else (None, None)
+
+
+def _training_recipe(source: str) -> dict:
+    import yaml
+
+    _, text = card_recipe(source) if os.path.isdir(source) else (None, None)
+    return (yaml.safe_load(text) or {}) if text else {}
+
+
+def training_quantization(source: str) -> str:
+    """How an adapter's base was quantized in training: the run record's (llm_recipes.json) `quantization`, else
+    its recipe's load_in_4bit/load_in_8bit/bnb_4bit_quant_type (from the model card), else 'none'."""
+    from llm_recipes.hub import read_marker
+
+    marker = read_marker(source) if os.path.isdir(source) else None
+    if marker and marker.get("quantization"):
+        return str(marker["quantization"])
+    recipe = _training_recipe(source)
+    if recipe.get("load_in_4bit"):
+        return str(recipe.get("bnb_4bit_quant_type", "nf4"))
+    if recipe.get("load_in_8bit"):
+        return "int8"
+    return "none"
+
+
+def saved_dtype(model: str) -> torch.dtype:
+    """The dtype a model was saved in (float32 if its config names none)."""
+    from transformers import AutoConfig
+
+    saved = getattr(AutoConfig.from_pretrained(model), "dtype", None)
+    if isinstance(saved, str):
+        saved = getattr(torch, saved, None)
+    return saved if isinstance(saved, torch.dtype) else torch.float32
+
+
+def _adapter_model_class(source: ModelSource):
+    task = (source.adapter_config or {}).get("task_type")
+    return AutoModelForSequenceClassification if task == "SEQ_CLS" else AutoModelForCausalLM
+
+
+def _is_classifier(model_cls) -> bool:
+    return "SequenceClassification" in model_cls.__name__
+
+
+def merge_adapter(source: ModelSource, *, base_quantization: str = "auto", double_quant: bool | None = None,
+                  dtype: torch.dtype | str | None = None, tokenizer: PreTrainedTokenizerBase | None = None,
+                  **base_kwargs) -> tuple[PreTrainedModel, dict]:
+    """The one adapter merge: the adapter added to the weights it was trained against. A LoRA adapter trained on a
+    full base is merged into that base; a QLoRA adapter (base loaded 4-bit or 8-bit in training: `base_quantization`,
+    'auto' reads it from the run record) into the base loaded quantized exactly as in training and dequantised by
+    transformers (`model.dequantize`), so the merged model is the function that was trained, in full precision.
+    (peft's merge on a quantized model re-quantizes base + update, losing most of a small update.)
+    The base's embeddings and EOS/PAD follow `tokenizer` (default: the one saved with the adapter), as in training.
+    Returns (merged model, facts about the merge for the model card)."""
+    from transformers import BitsAndBytesConfig
+
+    quant = training_quantization(source.path) if base_quantization == "auto" else base_quantization
+    if quant not in BASE_QUANTIZATIONS[1:]:
+        raise ConfigError(f"base_quantization: '{quant}' must be one of {', '.join(BASE_QUANTIZATIONS)}")
+    if isinstance(dtype, torch.dtype):
+        torch_dtype = dtype
+    else:
+        torch_dtype = resolve_dtype(dtype) if dtype not in (None, "auto") else saved_dtype(source.base)
+    model_cls = _adapter_model_class(source)
+    if _is_classifier(model_cls):
+        base_kwargs.setdefault("num_labels", 1)  # the project's reward models: one output
+    if quant == "none":
+        model = _from_pretrained(model_cls, source.base, source.base_key, dtype=torch_dtype, **base_kwargs)
+    else:
+        if double_quant is None:
+            double_quant = bool(_training_recipe(source.path).get("use_bnb_nested_quant"))
+        if quant == "int8":
+            bnb = BitsAndBytesConfig(load_in_8bit=True)
+        else:
+            bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant, bnb_4bit_use_double_quant=double_quant,
+                                     bnb_4bit_compute_dtype=torch_dtype)
+        base_kwargs["device_map"] = device_map()
+        quantized = _from_pretrained(model_cls, source.base, source.base_key, quantization_config=bnb, dtype=torch_dtype,
+                                     **base_kwargs)
+        # the weights the adapter was trained against, as ordinary full-precision Linear layers
+        model = quantized.dequantize(dtype=torch_dtype)  # (dtype given: transformers 5.23 passes a str otherwise)
+    if tokenizer is None and os.path.isdir(source.path) and has_tokenizer(source.path):
+        tokenizer = load_tokenizer_from(source.path, source.key)
+    if tokenizer is not None:
+        align_model_with_tokenizer(model, tokenizer)  # as in training; the adapter carries any added rows
+    model = load_adapter(model, source.path, source.key).merge_and_unload()
+    model.config.name_or_path = source.path
+    logger.info("merged adapter %s into its base %s (%s)", source.path, source.base,
+                "full precision" if quant == "none" else f"loaded {quant} as in training, dequantised")
+    return model, {"adapter": True, "base_model": source.base, "base_quantization": quant,
+                   "double_quant": bool(double_quant) if quant in ("nf4", "fp4") else None,
+                   "dtype": str(torch_dtype).replace("torch.", "")}
+
+
+def merged_folder(source: ModelSource, dtype: torch.dtype | str | None = None, trust_remote_code: bool = False,
+                  **merge_kwargs) -> str:
+    """`merge_adapter` saved to a temporary folder removed at exit (to load it quantized or with another head)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    merged, _ = merge_adapter(source, dtype=dtype, trust_remote_code=trust_remote_code, **merge_kwargs)
+    folder = tempfile.mkdtemp(prefix="llm-recipes-merged-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    merged.save_pretrained(folder)
+    return folder
+
+
+def merge_trained_adapter(peft_model, model_args, tokenizer: PreTrainedTokenizerBase,
+                          dtype: torch.dtype | str | None = None, trust_remote_code: bool = False) -> PreTrainedModel:
+    """A LoRA model just trained on the base `model_args` loaded (full, or 4-bit/8-bit for QLoRA), merged by
+    `merge_adapter`: saved as an adapter, then merged like any adapter folder."""
+    import tempfile
+
+    if model_args.load_in_4bit:
+        quantization = model_args.bnb_4bit_quant_type or "nf4"
+    else:
+        quantization = "int8" if model_args.load_in_8bit else "none"
+    with tempfile.TemporaryDirectory() as adapter_dir:
+        peft_model.save_pretrained(adapter_dir)
+        source = resolve_model(adapter_dir, base_override=model_args.model_name_or_path)
+        merged, _ = merge_adapter(source, base_quantization=quantization, dtype=dtype, tokenizer=tokenizer,
+                                  double_quant=bool(getattr(model_args, "use_bnb_nested_quant", False)),
+                                  trust_remote_code=trust_remote_code)
+    return merged
+
+
 def model_load_kwargs(model_args, trust_remote_code: bool = False) -> dict:
     """Keyword arguments for `from_pretrained`: dtype, attention, quantization, safetensors only."""
     kwargs = dict(
@@ -225,7 +462,8 @@ def load_model(
     model_cls = AutoModelForSequenceClassification if task == "sequence-classification" else AutoModelForCausalLM
     extra = {"num_labels": 1} if task == "sequence-classification" else {}
     model = load_pretrained(
-        model_cls, model_args.model_name_or_path, **model_load_kwargs(model_args, trust_remote_code), **extra
+        model_cls, model_args.model_name_or_path, "model_name_or_path", getattr(model_args, "base_model_name_or_path", None),
+        **model_load_kwargs(model_args, trust_remote_code), **extra
     )
     align_model_with_tokenizer(model, tokenizer)
     logger.info(

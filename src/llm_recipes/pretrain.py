@@ -30,7 +30,9 @@ from datasets import Dataset, IterableDataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 from llm_recipes import data, models
-from llm_recipes.configs import DataArguments, ModelArguments, PretrainConfig
+from llm_recipes.data_config import DataArguments
+from llm_recipes.model_config import ModelArguments
+from llm_recipes.pretrain_config import PretrainArguments
 from llm_recipes.errors import ConfigError, DataError
 from llm_recipes.sizing import device_peak_flops, flops_per_token
 from llm_recipes.tokenizer import DOCUMENT_SEPARATOR
@@ -52,7 +54,7 @@ def _check_text_split(ds: Dataset | IterableDataset, column: str, where: str) ->
     return ds.select_columns(["text"])
 
 
-def load_text_splits(data_args: DataArguments, cfg: PretrainConfig) -> tuple[Dataset | IterableDataset, Any]:
+def load_text_splits(data_args: DataArguments, cfg: PretrainArguments) -> tuple[Dataset | IterableDataset, Any]:
     """The train and (if any) validation documents as a single `text` column, checked for the column and for
     emptiness; in-memory data is also checked row by row (`on_bad_row`). The validation documents are the
     held-out split (`data.held_out_split`: the one named, else `validation`, else `test`), else a held-out share
@@ -121,7 +123,7 @@ def load_text_splits(data_args: DataArguments, cfg: PretrainConfig) -> tuple[Dat
     return train, test
 
 
-def _check_no_evaluation_asked(data_args: DataArguments, cfg: PretrainConfig, source: str, available: list[str]) -> None:
+def _check_no_evaluation_asked(data_args: DataArguments, cfg: PretrainArguments, source: str, available: list[str]) -> None:
     """Without validation documents: an evaluation the recipe asks for is an error, not a silent skip."""
     opted_out = (data_args.dataset_test_split or "").lower() == data.NO_SPLIT
     asked = [name for name, on in (("eval_strategy", cfg.eval_strategy != "no"),
@@ -218,14 +220,14 @@ class PackedCollator:
 
 
 # ----------------------------------------------------------------------------------------------- model
-def load_pretrain_tokenizer(cfg: PretrainConfig) -> PreTrainedTokenizerBase:
+def load_pretrain_tokenizer(cfg: PretrainArguments) -> PreTrainedTokenizerBase:
     source = cfg.tokenizer_name_or_path or cfg.model_name_or_path
     if not source:
         raise ConfigError("tokenizer_name_or_path: not set (train one with scripts/tokenizer.py)")
     return models.load_tokenizer_from(source, "tokenizer_name_or_path" if cfg.tokenizer_name_or_path else "model_name_or_path")
 
 
-def build_pretrain_model(cfg: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+def build_pretrain_model(cfg: PretrainArguments, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """A new Llama-style model of the named size (or fields), or an existing one to continue pretraining."""
     if cfg.model_name_or_path:
         model_args = ModelArguments(model_name_or_path=cfg.model_name_or_path,
@@ -290,7 +292,7 @@ class PretrainTrainer(Trainer):
         return super().training_step(*args, **kwargs)
 
 
-def set_steps_from_budget(cfg: PretrainConfig, streaming: bool) -> int:
+def set_steps_from_budget(cfg: PretrainArguments, streaming: bool) -> int:
     """Tokens per optimizer step (global batch x block); sets max_steps from max_tokens when given."""
     tokens_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * cfg.world_size * cfg.block_size
     if cfg.max_tokens:
@@ -302,7 +304,7 @@ def set_steps_from_budget(cfg: PretrainConfig, streaming: bool) -> int:
     return tokens_per_step
 
 
-def build_trainer(data_args: DataArguments, cfg: PretrainConfig) -> PretrainTrainer:
+def build_trainer(data_args: DataArguments, cfg: PretrainArguments) -> PretrainTrainer:
     """Everything up to `trainer.train()`: data, tokenizer, model, packing, budget, Trainer."""
     if torch.cuda.is_available() and not (cfg.bf16 or cfg.fp16) and torch.cuda.is_bf16_supported():
         cfg.bf16 = True

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
-from llm_recipes import REPO_ROOT
+from llm_recipes import PROJECT_ROOT
 from llm_recipes.errors import ConfigError
 from llm_recipes.export import VARIANTS, card_recipe
 from llm_recipes.hub import push_folder, read_marker
@@ -31,7 +31,7 @@ HEADLINE = ("rows", "vocab_size", "bytes_per_token", "parameters", "metrics", "r
 
 
 def _local(ref: str) -> Path | None:
-    for candidate in (Path(ref), REPO_ROOT / ref):
+    for candidate in (Path(ref), PROJECT_ROOT / ref):
         if candidate.exists():
             return candidate
     return None

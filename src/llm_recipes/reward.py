@@ -88,9 +88,9 @@ class PairwiseRewardTrainer(RewardTrainer):
     def score_pairs(self, prepared: Dataset) -> tuple[list[float], list[float]]:
         """Rewards of the chosen and rejected sides of TRL-tokenized pairs, batched through TRL's collator. Every
         process scores every pair (the same forward passes on all ranks, as sharded models need). Not the project's
-        text scorers (`toy.alignment_eval.reward_scores`, `evaluation.scoring.RewardModelScorer`): they re-template
-        the text (a plain-text pair becomes a chat turn without TRL's EOS), while these are the very token ids the
-        model was trained on and TRL's `max_length` filter counted."""
+        text scorer (`rewards.score_with_reward_model`): it re-templates the text (evaluation's plain-text prompts
+        become a chat turn), while these are the very token ids the model was trained on and TRL's `max_length`
+        filter counted."""
         model = self.model
         chosen: list[float] = []
         rejected: list[float] = []

@@ -1,9 +1,8 @@
-"""What every training stage does around its TRL trainer: logging, CPU-safe defaults, resume, save + card."""
+"""What every training stage does around its TRL trainer: logging, CPU threads, resume, save + card."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -14,7 +13,6 @@ import datasets
 import torch
 import transformers
 from transformers import Trainer, TrainerState
-from transformers.trainer_utils import sort_checkpoints
 
 from llm_recipes import integrity
 from llm_recipes.hub import mark_complete, write_model_card
@@ -43,8 +41,8 @@ def setup(training_args) -> None:
     # (torch.initial_seed() differed per process). The head differed from run to run under one seed, and between
     # processes (DDP keeps rank 0's): a 2-process reward run's loss was 4e-3 off the 1-process one at step 1.
     transformers.set_seed(training_args.seed)
-    if not torch.cuda.is_available():
-        apply_cpu_defaults(training_args)
+    if not torch.cuda.is_available():  # (the CPU settings are applied and logged by llm_recipes.parser)
+        torch.set_num_threads(cpu_threads())
     logger.info(
         "stage output: %s; world size %d (%s), process rank %d",
         training_args.output_dir, training_args.world_size, training_args.parallel_mode.value, training_args.process_index,
@@ -79,34 +77,12 @@ def cpu_threads() -> int:
     return int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 2) // 2))
 
 
-def apply_cpu_defaults(training_args) -> None:
-    """fp32, no gradient checkpointing, no pinned memory: bf16 autocast and checkpointing only slow a CPU."""
-    torch.set_num_threads(cpu_threads())
-    changed = []
-    for name, value in (("use_cpu", True), ("bf16", False), ("fp16", False), ("gradient_checkpointing", False), ("dataloader_pin_memory", False)):
-        if hasattr(training_args, name) and getattr(training_args, name) != value:
-            setattr(training_args, name, value)
-            changed.append(f"{name}={value}")
-    if changed:
-        logger.info("no GPU: set %s", ", ".join(changed))
+TRAINER_STATE = "trainer_state.json"  # Trainer writes it last into a checkpoint
 
 
 def last_complete_checkpoint(output_dir: str) -> str | None:
-    """The newest `checkpoint-N` in output_dir that was saved to the end (transformers' `sort_checkpoints`
-    orders them). Kept here: transformers' `get_last_checkpoint` takes the newest folder even when a kill cut
-    it off while saving; Trainer writes trainer_state.json last, so a folder without a readable one is skipped.
-    Nothing is moved or deleted: every process of a distributed run calls this at once, and the folder is
-    rewritten when training reaches that step again."""
-    if not os.path.isdir(output_dir):
-        return None
-    for path in reversed(sort_checkpoints(output_dir)):
-        try:
-            with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as fh:
-                json.load(fh)
-            return path
-        except (OSError, ValueError):
-            logger.warning("checkpoint %s is incomplete (killed while saving?); skipped", path)
-    return None
+    """transformers' `get_last_checkpoint` of output_dir, skipping one a kill cut off while saving."""
+    return integrity.last_complete_checkpoint(output_dir, TRAINER_STATE)
 
 
 def checkpoint_to_resume(training_args) -> str | None:
@@ -125,7 +101,7 @@ def finished_training(checkpoint: str | None) -> TrainerState | None:
     """The checkpoint's state when it is the end of training (its step reached its max_steps)."""
     if checkpoint is None:
         return None
-    state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+    state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE))
     return state if state.max_steps and state.global_step >= state.max_steps else None
 
 
@@ -202,6 +178,25 @@ def push_stage_folder(folder: str, training_args, commit_message: str) -> None:
     logger.info("pushed %s to %s", folder, repo_id)
 
 
+def library_model_card(trainer: Trainer, folder: str, tags: list[str]) -> str | None:
+    """The card the trainer's own `create_model_card` writes (transformers' Trainer, or TRL's override): training
+    procedure, hyperparameters, framework versions, citations; `hub.write_model_card` extends it."""
+    final_dir, hub_model_id = trainer.args.output_dir, getattr(trainer, "hub_model_id", None)
+    trainer.args.output_dir = folder  # create_model_card writes README.md into args.output_dir: the staged folder
+    # TRL's quick start loads `hub_model_id`, set only when pushing ('model="None"' otherwise): the pushed repo or
+    # the published folder
+    trainer.hub_model_id = hub_model_id or trainer.args.hub_model_id or final_dir
+    try:
+        trainer.create_model_card(model_name=os.path.basename(os.path.abspath(final_dir)), tags=tags)
+    finally:
+        trainer.args.output_dir, trainer.hub_model_id = final_dir, hub_model_id
+    path = os.path.join(folder, "README.md")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
 def save_stage(
     trainer: Trainer,
     training_args,
@@ -237,6 +232,7 @@ def save_stage(
             recipe_path=recipe_path(),
             tags=tags,
             description=description,
+            library_card=library_model_card(trainer, output_dir, ["llm-recipes", stage, *(tags or [])]),
         )
         mark_complete(output_dir, stage, base_model=base_model, datasets=datasets_used, metrics=card_metrics)
         publish_final_folder(final_dir)

@@ -401,6 +401,8 @@ def build_filters(config: dict | None, word_tok: str | WordTokenizer) -> list[tu
 
 
 def _check_params(name: str, spec: FilterSpec, params: dict) -> None:
+    # Not parser.build_options: a filter's parameters are its datatrove class's keyword arguments, read from its
+    # signature here, not fields of a dataclass of ours.
     target = getattr(spec.build, "target", None)
     if target is None:
         return

@@ -1,4 +1,4 @@
-"""Mixing: draw each source's documents so that the output follows the configured weights (down-sampling without
+"""Mixing: draw each source's documents so that the output follows the configured shares (down-sampling without
 replacement, up-sampling by whole repeats plus a random remainder), and report the realised proportions."""
 
 from __future__ import annotations
@@ -13,16 +13,17 @@ class MixPlan:
     total: int
 
 
-def plan_mix(available: dict[str, int], weights: dict[str, float], total: int | None = None,
+def plan_mix(available: dict[str, int], shares: dict[str, float], total: int | None = None,
              max_repeat: float = 1.0) -> MixPlan:
-    """Rows per source for `weights`. Without `total`, the largest mix that needs no source repeated more than
-    `max_repeat` times (1.0: pure down-sampling, the scarcest source relative to its weight is used whole)."""
-    norm = sum(w for s, w in weights.items() if available.get(s, 0) > 0 or total)
-    shares = {s: (w / norm if norm else 0.0) for s, w in weights.items()}
+    """Rows per source for `shares` (normalised here: 3 and 1 are 75% and 25% of the output). Without `total`, the
+    largest mix that needs no source repeated more than `max_repeat` times (1.0: pure down-sampling, the scarcest
+    source relative to its share is used whole)."""
+    norm = sum(w for s, w in shares.items() if available.get(s, 0) > 0 or total)
+    shares = {s: (w / norm if norm else 0.0) for s, w in shares.items()}
     if total is None:
         limits = [available[s] * max_repeat / share for s, share in shares.items() if share > 0 and available.get(s, 0) > 0]
         total = int(min(limits)) if limits else 0
-    targets = {s: int(round(total * shares[s])) if available.get(s, 0) > 0 else 0 for s in weights}
+    targets = {s: int(round(total * shares[s])) if available.get(s, 0) > 0 else 0 for s in shares}
     return MixPlan(targets, sum(targets.values()))
 
 

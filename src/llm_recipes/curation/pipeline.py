@@ -10,7 +10,7 @@ import logging
 import shutil
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict
@@ -19,6 +19,7 @@ from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 
 from llm_recipes.curation import accounting
+from llm_recipes.curation.config import DedupArguments, PIIArguments
 from llm_recipes.curation.filters import (CutoffFilter, MissingText, build_filters, exact_content, listed_filters,
                                           word_tokenizer)
 from llm_recipes.curation.mixing import draw, plan_mix, realised
@@ -27,13 +28,13 @@ from llm_recipes.curation.routing import Accounted, Route, RoutedFilter, RoutedF
 from llm_recipes.curation.sources import EXTRACTED_KINDS, ROW_METADATA, SourceSpec, build_reader, ingest, parse_sources
 from llm_recipes.errors import ConfigError, RecipeError
 from llm_recipes.hub import mark_complete, save_dataset
+from llm_recipes.parser import build_options
 
 logger = logging.getLogger("llm_recipes")
 OUTPUT_COLUMNS = ("text", "id", "source", "kind", "language", "date", "url", ROW_METADATA)
 # MinHash LSH: a pair with Jaccard s on word 5-grams is found with P = 1 - (1 - s^10)^50: 0.9966 at s = 0.8, 0.048
 # at s = 0.5 (datatrove's 14 x 8 gives 0.924 at 0.8; benchmarks/results/curation_near_dedup.json measures both)
-DEDUP_DEFAULTS = {"exact": True, "near": True, "n_grams": 5, "num_buckets": 50, "hashes_per_bucket": 10, "seed": 1}
-PII_KEYS = ("enabled", "types", "placeholders", "only_public_ips", "route")
+DEDUP_DEFAULTS = asdict(DedupArguments())
 
 
 @dataclass
@@ -110,20 +111,13 @@ def build_plan(args, specs: list[SourceSpec], work: Path) -> Plan:
 
 
 def pii_settings(args) -> dict:
-    pii = dict(args.pii or {})
-    unknown = sorted(set(pii) - set(PII_KEYS))
-    if unknown:
-        raise ConfigError(f"pii: unknown key '{unknown[0]}' (allowed: {', '.join(PII_KEYS)})")
-    return pii
+    """The recipe's `pii:` (PIIArguments), the keys it leaves unset omitted."""
+    return {k: v for k, v in asdict(build_options(PIIArguments, args.pii or {}, "pii")).items() if v is not None}
 
 
 def dedup_settings(args) -> dict:
-    """The recipe's `dedup:` over DEDUP_DEFAULTS."""
-    dedup = {**DEDUP_DEFAULTS, **(args.dedup or {})}
-    unknown = sorted(set(dedup) - set(DEDUP_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"dedup: unknown key '{unknown[0]}' (allowed: {', '.join(DEDUP_DEFAULTS)})")
-    return dedup
+    """The recipe's `dedup:` (DedupArguments) over the defaults."""
+    return asdict(build_options(DedupArguments, args.dedup or {}, "dedup"))
 
 
 def run_settings(args) -> dict:
@@ -219,17 +213,17 @@ def finalize(args, specs: list[SourceSpec], work: Path, final_folder: Path) -> d
     for doc in accounting.iter_jsonl(final_folder):
         meta = doc.get("metadata", {})
         docs_by_source[meta.get("source")].append(doc)
-    weights = {s.name: s.weight for s in specs}
-    available = {s: len(docs_by_source.get(s, [])) for s in weights}
-    plan = plan_mix(available, weights, args.mix_total_documents, args.mix_max_repeat)
+    shares = {s.name: s.share for s in specs}
+    available = {s: len(docs_by_source.get(s, [])) for s in shares}
+    plan = plan_mix(available, shares, args.mix_total_documents, args.mix_max_repeat)
     rows_by_split: dict[str, list[dict]] = {"train": [], "validation": []}
     downsampled = []
     kept: dict[str, int] = {}
     output_rows: Counter = Counter()
     clusters: Counter = Counter()
     pii_counts: Counter = Counter()
-    validation_sources = set(args.validation_sources or weights)
-    for source in weights:
+    validation_sources = set(args.validation_sources or shares)
+    for source in shares:
         docs = {d["id"]: d for d in docs_by_source.get(source, [])}
         chosen, dropped = draw(list(docs), plan.targets[source], args.seed)
         for doc_id in dropped:
@@ -264,7 +258,7 @@ def finalize(args, specs: list[SourceSpec], work: Path, final_folder: Path) -> d
     dsd = DatasetDict({split: Dataset.from_dict({c: [r[c] for r in rows] for c in OUTPUT_COLUMNS}, features=_features())
                        for split, rows in rows_by_split.items()})
     description = (f"Curated by llm-recipes' `curate` stage from {len(specs)} source(s): "
-                   f"{', '.join(f'{s.name} ({s.kind}, weight {s.weight:g})' for s in specs)}. Every input document is "
+                   f"{', '.join(f'{s.name} ({s.kind}, share {s.share:g})' for s in specs)}. Every input document is "
                    f"either here or in `exclusions.jsonl` with the stage and reason that removed it. `source` and `kind` are "
                    f"the recipe's; a row's own fields (its own `source`, `kind`, `language`, ...) are kept in "
                    f"`{ROW_METADATA}`, a JSON object; `date`, `url` (and `language` where a source sets `language_key`) "
@@ -285,8 +279,7 @@ def _features():
 
 
 def _statistics(args, specs, work, table, exclusions, rows_by_split, output_rows, plan, clusters, pii_counts) -> dict:
-    weights = {s.name: s.weight for s in specs}
-    total_w = sum(weights.values()) or 1.0
+    total_share = sum(s.share for s in specs) or 1.0
     stages = {}
     for label in ("input", "filtered", "exact_dedup", "near_dedup"):
         tally = accounting.read_tally(work / "tally", label)
@@ -309,7 +302,7 @@ def _statistics(args, specs, work, table, exclusions, rows_by_split, output_rows
     for s in specs:
         per_source[s.name] = {**table.get(s.name, {"input": 0, "kept": 0, "excluded": 0}),
                               "output_rows": output_rows.get(s.name, 0), "output_words": words_by_source.get(s.name, 0),
-                              "target_share": round(s.weight / total_w, 4),
+                              "target_share": round(s.share / total_share, 4),
                               "realised_share": round(output_rows.get(s.name, 0) / total_rows, 4) if total_rows else 0.0,
                               "excluded_by_stage": dict(by_stage_source.get(s.name, {}))}
     return {

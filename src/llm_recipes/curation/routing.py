@@ -7,7 +7,6 @@ datatrove runs every step on every document; a `Route` selects documents by thei
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from datatrove.data import Document, DocumentsPipeline
@@ -16,7 +15,7 @@ from datatrove.pipeline.filters.base_filter import BaseFilter, get_filter_result
 from datatrove.pipeline.formatters.base import BaseFormatter
 from datatrove.pipeline.writers.disk_base import DiskWriter
 
-from llm_recipes.errors import ConfigError
+from llm_recipes.parser import build_options
 
 ROUTE_KEYS = ("sources", "kinds", "languages", "not_sources", "not_kinds", "not_languages")
 
@@ -35,19 +34,9 @@ class Route:
     @classmethod
     def from_dict(cls, spec: dict | None, where: str = "route") -> Route:
         spec = spec or {}
-        if not isinstance(spec, dict):
-            raise ConfigError(f"{where}: must be a mapping with keys {', '.join(ROUTE_KEYS)}")
-        unknown = sorted(set(spec) - set(ROUTE_KEYS))
-        if unknown:
-            raise ConfigError(f"{where}: unknown key '{unknown[0]}' (allowed: {', '.join(ROUTE_KEYS)})")
-        values = {}
-        for key, value in spec.items():
-            if isinstance(value, str):
-                value = [value]
-            if not isinstance(value, Iterable):
-                raise ConfigError(f"{where}.{key}: expects a list of names, got {value!r}")
-            values[key] = frozenset(str(v) for v in value)
-        return cls(**values)
+        if isinstance(spec, dict):  # a single name stands for a list of one
+            spec = {key: [value] if isinstance(value, str) else value for key, value in spec.items()}
+        return build_options(cls, spec, where)
 
     def matches(self, doc: Document) -> bool:
         meta = doc.metadata

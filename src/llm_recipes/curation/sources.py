@@ -20,11 +20,10 @@ from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, Pa
 from datatrove.pipeline.readers.base import BaseDiskReader
 
 from llm_recipes.errors import ConfigError, DataError
+from llm_recipes.parser import build_options
 
 KINDS = ("text", "jsonl", "parquet", "html", "warc", "code", "hub")
 EXTRACTED_KINDS = ("html", "warc")
-SOURCE_KEYS = {"name", "kind", "path", "dataset", "weight", "glob", "text_key", "id_key", "date_key", "url_key",
-               "language_key", "language", "date", "split", "config", "limit", "document_boundary"}
 DOCUMENT_BOUNDARIES = ("file", "blank_line", "line")
 COMPRESSED = (".gz", ".zst", ".zstd", ".bz2", ".xz")  # fsspec infers the codec from the name (datatrove's "infer")
 ROW_METADATA = "row_metadata"  # a row's own fields, kept apart from the metadata the stage keeps (source, kind, ...)
@@ -46,7 +45,7 @@ class SourceSpec:
     kind: str
     path: str | None = None
     dataset: str | None = None
-    weight: float = 1.0
+    share: float = 1.0  # this source's share of the mixed output, normalised over the sources
     glob: str | None = None
     text_key: str = "text"
     id_key: str = "id"
@@ -59,20 +58,22 @@ class SourceSpec:
     config: str | None = None
     limit: int = -1
     document_boundary: str = "file"
-    paths_file: str | None = field(default=None, repr=False)  # written by ingest: the files that passed
+    paths_file: str | None = field(default=None, repr=False, metadata={"recipe": False})  # written by ingest: the files that passed
 
     @classmethod
     def parse(cls, entry, index: int) -> SourceSpec:
         where = f"sources[{index}]"
         if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: must be a mapping with name, kind, path/dataset, weight")
-        unknown = sorted(set(entry) - SOURCE_KEYS)
-        if unknown:
-            raise ConfigError(f"{where}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(SOURCE_KEYS))})")
+            raise ConfigError(f"{where}: must be a mapping with name, kind, path/dataset, share")
+        if "weight" in entry:
+            # `weight` in a stage's dataset_mixture is the fraction of a dataset's rows kept (as in alignment-handbook);
+            # curation mixes by share of the output, under its own name so that one word never means two things
+            raise ConfigError(f"{where} ({entry.get('name')}): 'weight' is now 'share' (this source's share of the "
+                              f"mixed output, normalised over the sources): rename the key")
+        spec = build_options(cls, entry, where)  # unknown keys, missing name/kind, types (share a number)
         for key in ("name", "kind"):
-            if not entry.get(key):
+            if not getattr(spec, key):
                 raise ConfigError(f"{where}: missing '{key}'")
-        spec = cls(**entry)
         where = f"{where} ({spec.name})"
         if spec.kind not in KINDS:
             raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS)}, got {spec.kind!r}")
@@ -88,12 +89,8 @@ class SourceSpec:
                               f"got {spec.document_boundary!r}")
         if spec.document_boundary != "file" and spec.kind != "text":
             raise ConfigError(f"{where}: document_boundary applies to text sources only (kind: {spec.kind})")
-        try:
-            spec.weight = float(spec.weight)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: weight must be a number, got {spec.weight!r}") from None
-        if spec.weight < 0:
-            raise ConfigError(f"{where}: weight must be >= 0, got {spec.weight}")
+        if spec.share < 0:
+            raise ConfigError(f"{where}: share must be >= 0, got {spec.share}")
         return spec
 
     @property
@@ -116,8 +113,8 @@ def parse_sources(entries) -> list[SourceSpec]:
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise ConfigError(f"sources: duplicate source name '{duplicate}'")
-    if sum(s.weight for s in specs) <= 0:
-        raise ConfigError("sources: at least one source needs a weight > 0")
+    if sum(s.share for s in specs) <= 0:
+        raise ConfigError("sources: at least one source needs a share > 0")
     return specs
 
 

@@ -82,7 +82,14 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     if limits:  # a run with allow_weaker_sandbox shows here which limits did not hold
         out.append(("Code sandbox: limits that held on this machine", ["limit", "held"],
                     [[name, "yes" if held else "NO"] for name, held in limits.items()]))
+    for table in results.get("extra_tables", []):  # a benchmark plug-in's own tables
+        out.append((table["title"], table["header"], [[_fmt(c) for c in row] for row in table["rows"]]))
     return out
+
+
+def markdown_tables(results: dict) -> str:
+    """Every table of the report as markdown (what the evaluate stage prints when it ends)."""
+    return "\n\n".join(f"{title}\n{_md_table(header, rows)}" for title, header, rows in tables(results))
 
 
 # --------------------------------------------------------------------------------------------------- plots

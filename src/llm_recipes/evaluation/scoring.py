@@ -1,17 +1,16 @@
 """Model-side helpers shared by red teaming, bias audits and comparison: chat-template generation, log-likelihood
-of a reply, and scorers (a reward model, or a Python reward function)."""
+of a reply, and the evaluation's reward scorer (a reward model, or a Python reward function: llm_recipes.rewards)."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from llm_recipes.errors import ConfigError
-from llm_recipes.toy.evaluate import generate_answers  # chat template + EOS exactly as in training
+from llm_recipes.rewards import FunctionScorer, RewardModelScorer
+from llm_recipes.evaluation.generation import generate_answers  # chat template + EOS exactly as in training
 
 logger = logging.getLogger(__name__)
 
@@ -53,51 +52,10 @@ def reply_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
     return scores
 
 
-class RewardModelScorer:
-    """A sequence-classification reward model scoring (prompt, reply) conversations through its chat template."""
-
-    def __init__(self, path: str, batch_size: int = 32):
-        from transformers import AutoModelForSequenceClassification
-
-        from llm_recipes.chat_templates import setup_chat_template
-        from llm_recipes.models import load_pretrained, load_tokenizer_from
-
-        self.tokenizer = load_tokenizer_from(path, "reward_model")
-        setup_chat_template(self.tokenizer)
-        self.model = load_pretrained(AutoModelForSequenceClassification, path, "reward_model").eval()
-        self.batch_size = batch_size
-        self.name = path
-
-    @torch.no_grad()
-    def __call__(self, prompts: list[str], replies: list[str], **_) -> list[float]:
-        self.tokenizer.padding_side = "right"
-        out: list[float] = []
-        for s in range(0, len(prompts), self.batch_size):
-            texts = [_chat(self.tokenizer, p, r) for p, r in zip(prompts[s:s + self.batch_size], replies[s:s + self.batch_size])]
-            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-            out += self.model(**enc).logits[:, 0].float().tolist()
-        return out
-
-
-class FunctionScorer:
-    """A Python reward function `module:function` (or dotted path) called TRL-style: f(completions, prompts=...,
-    **columns) -> list[float]."""
-
-    def __init__(self, dotted: str):
-        module, _, name = dotted.replace(":", ".").rpartition(".")
-        try:
-            self.fn = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError, ValueError):
-            raise ConfigError(f"reward_function: cannot import '{dotted}'") from None
-        self.name = dotted
-
-    def __call__(self, prompts: list[str], replies: list[str], **columns) -> list[float]:
-        return [float(x) for x in self.fn(replies, prompts=prompts, **columns)]
-
-
-def load_scorer(reward_model: str | None, reward_function: str | None):
+def load_scorer(reward_model: str | None, reward_function: str | None) -> RewardModelScorer | FunctionScorer | None:
+    """The evaluation's reward: the reward model if set, else the Python reward function, else none."""
     if reward_model:
-        return RewardModelScorer(reward_model)
+        return RewardModelScorer.load(reward_model, "reward_model")
     if reward_function:
-        return FunctionScorer(reward_function)
+        return FunctionScorer.load(reward_function, "reward_function")
     return None

@@ -24,30 +24,59 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.tracking import LOGGER_TYPE_TO_CLASS, GeneralTracker
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from datasets import Dataset
 from torch import nn
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
+from llm_recipes import rewards
 from llm_recipes.hub import write_text_atomic
-from llm_recipes.integrity import check_checkpoint_files, record_run
+from llm_recipes.errors import ConfigError
+from llm_recipes.integrity import check_checkpoint_files, complete_checkpoints, record_run
 from llm_recipes.ppo import core
 
 logger = logging.getLogger("llm_recipes")
 
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-PROGRESS_FILE = "ppo_progress.json"
+PROGRESS_FILE = "ppo_progress.json"  # written last into a checkpoint: a folder without it was cut off while saving
 LOG_FILE = "ppo_log.jsonl"
 
-RewardFunction = Callable[..., list[float]]
+
+class JsonLinesTracker(GeneralTracker):
+    """accelerate tracker writing each logged update as one JSON line (`ppo_log.jsonl`, read by the report and
+    copied into the final folder); accelerate has no file tracker of its own."""
+
+    name = "jsonl"
+    requires_logging_directory = False
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    @property
+    def tracker(self):
+        return self.path
+
+    def log(self, values: dict, step: int | None = None, **kwargs) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(values) + "\n")
+
+
+def trackers_for(args) -> list:
+    """`report_to` as accelerate trackers (tensorboard, wandb, mlflow, trackio, ...), after the JSON lines log."""
+    names = [name for name in (args.report_to or []) if name != "none"]
+    unknown = [name for name in names if name not in LOGGER_TYPE_TO_CLASS]
+    if unknown:
+        raise ConfigError(f"report_to: {unknown[0]} has no accelerate tracker; the ppo stage reports to "
+                          f"{', '.join(sorted(LOGGER_TYPE_TO_CLASS))}")
+    return [JsonLinesTracker(os.path.join(args.output_dir, LOG_FILE)), *names]
 
 
 def _disable_dropout(model: nn.Module) -> None:
@@ -102,7 +131,7 @@ class PPOTrainer:
         train_dataset: Dataset,
         reward_model: PreTrainedModel | None = None,
         reward_tokenizer: PreTrainedTokenizerBase | None = None,
-        reward_function: RewardFunction | None = None,
+        reward_function: rewards.RewardFunction | None = None,
         ref_model: PreTrainedModel | None = None,
         value_model: PreTrainedModel | None = None,
         peft_config=None,
@@ -120,9 +149,18 @@ class PPOTrainer:
         # num_processes times (it assumes a dataloader sharded across processes, so fewer steps each); this trainer
         # counts its optimizer steps per process already, and 2 processes ran the whole LR schedule in half the run
         # (lr 0 from the middle on). No dataloader is prepared, so nothing else changes.
+        # TensorBoard events under TENSORBOARD_LOGGING_DIR, else output_dir/runs (as Trainer's callback), in `ppo`.
+        # Checkpoints are named and rotated here, not by ProjectConfiguration's automatic_checkpoint_naming and
+        # total_limit: accelerate names folders by save count (a resumed run's first save collides with an existing
+        # folder: ValueError), deletes the oldest before the new one is written (with total_limit 1 a kill while
+        # saving leaves none), and its load_state picks the newest folder even if a kill cut it off.
+        logging_dir = os.path.expanduser(os.environ.get("TENSORBOARD_LOGGING_DIR") or os.path.join(args.output_dir, "runs"))
         self.accelerator = Accelerator(cpu=args.use_cpu, mixed_precision=mixed,
                                        gradient_accumulation_steps=args.gradient_accumulation_steps,
-                                       dataloader_config=DataLoaderConfiguration(split_batches=True))
+                                       dataloader_config=DataLoaderConfiguration(split_batches=True),
+                                       project_config=ProjectConfiguration(project_dir=args.output_dir,
+                                                                           logging_dir=logging_dir),
+                                       log_with=trackers_for(args))
         self.tokenizer = tokenizer
         self.stop_token_id = tokenizer.eos_token_id if args.stop_token == "eos" else None
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -196,7 +234,6 @@ class PPOTrainer:
         )
         self.update = 0
         self.history: list[dict] = []
-        self.tb_writer = None  # opened by train(), once it knows the update it starts from
 
     # ------------------------------------------------------------------------------------------- data
     def _tokenize_prompts(self, dataset: Dataset) -> Dataset:
@@ -307,23 +344,11 @@ class PPOTrainer:
             conversational = isinstance(prompts[0], list)
             shaped = [[{"role": "assistant", "content": c}] for c in completions] if conversational else completions
             columns = {k: [r[k] for r in rows] for k in rows[0] if k not in ("prompt", "input_ids")}
-            scores = torch.tensor(self.reward_function(prompts=prompts, completions=shaped, **columns), dtype=torch.float)
+            scores = torch.tensor(rewards.call_reward_function(self.reward_function, prompts, shaped, **columns),
+                                  dtype=torch.float)
         else:
-            texts = []
-            for prompt, completion in zip(prompts, completions):
-                if isinstance(prompt, list):
-                    texts.append(self.reward_tokenizer.apply_chat_template(
-                        prompt + [{"role": "assistant", "content": completion}], tokenize=False))
-                else:
-                    texts.append(prompt + completion + (self.reward_tokenizer.eos_token or ""))
-            scores = []
-            step = self.args.local_rollout_forward_batch_size
-            self.reward_tokenizer.padding_side = "right"
-            for i in range(0, len(texts), step):
-                enc = self.reward_tokenizer(texts[i : i + step], return_tensors="pt", padding=True,
-                                            add_special_tokens=False).to(self.accelerator.device)
-                scores.append(self.reward_model(**enc).logits[:, 0].float())
-            scores = torch.cat(scores).cpu()
+            scores = rewards.score_with_reward_model(self.reward_model, self.reward_tokenizer, prompts, completions,
+                                                     self.args.local_rollout_forward_batch_size)
         scores = scores.to(self.accelerator.device)
         if self.args.missing_eos_penalty is not None and self.stop_token_id is not None:
             no_eos = ~(responses == self.stop_token_id).any(dim=1)
@@ -454,12 +479,8 @@ class PPOTrainer:
         self._truncate_log()
         if self.accelerator.is_main_process:
             record_run(args.output_dir)
-        if "tensorboard" in (args.report_to or []) and self.accelerator.is_main_process:
-            from torch.utils.tensorboard import SummaryWriter
-
-            # purge_step: TensorBoard hides the events a killed run wrote after the checkpoint resumed from
-            self.tb_writer = SummaryWriter(args.logging_dir or os.path.join(args.output_dir, "runs"),
-                                           purge_step=self.update + 1 if self.update else None)
+        # purge_step: TensorBoard hides the events a killed run wrote after the checkpoint resumed from
+        self.accelerator.init_trackers("ppo", init_kwargs={"tensorboard": {"purge_step": self.update + 1 if self.update else None}})
         start_time = time.time()
         logger.info("PPO: %d updates of %d rollouts (%d PPO epochs x %d minibatches), from update %d",
                     self.num_updates, self.global_batch, args.num_ppo_epochs, args.num_mini_batches, self.update)
@@ -483,8 +504,6 @@ class PPOTrainer:
             if self.history:
                 summary[f"first_{key.split('/')[-1]}"] = self.history[0].get(key)
                 summary[f"final_{key.split('/')[-1]}"] = sum(s[key] for s in last) / len(last)
-        if self.tb_writer is not None:
-            self.tb_writer.close()
         return summary
 
     def _mean_across_processes(self, value: float) -> float:
@@ -506,12 +525,7 @@ class PPOTrainer:
         for row, completion in list(zip(rows, completions))[: self.args.num_sample_generations]:
             prompt = row["prompt"][-1]["content"] if isinstance(row["prompt"], list) else row["prompt"]
             logger.info("  sample: %r -> %r", prompt[-80:], completion[:80])
-        os.makedirs(self.args.output_dir, exist_ok=True)
-        with open(os.path.join(self.args.output_dir, LOG_FILE), "a") as fh:
-            fh.write(json.dumps(stats) + "\n")
-        if self.tb_writer is not None:
-            for key, value in stats.items():
-                self.tb_writer.add_scalar(key, value, stats["update"])
+        self.accelerator.log(stats, step=stats["update"])
 
     # ------------------------------------------------------------------------------------------- checkpoints
     def _save_checkpoint(self) -> None:
@@ -524,6 +538,7 @@ class PPOTrainer:
         self.accelerator.wait_for_everyone()
 
     def _rotate_checkpoints(self) -> None:
+        """Keep the newest `save_total_limit` complete checkpoints, once the new one is whole (see __init__)."""
         limit = self.args.save_total_limit
         if not limit:
             return
@@ -582,11 +597,4 @@ class PPOTrainer:
 
 def list_checkpoints(output_dir: str) -> list[str]:
     """Complete checkpoints (their progress file written) in update order."""
-    if not os.path.isdir(output_dir):
-        return []
-    found = []
-    for name in os.listdir(output_dir):
-        match = CHECKPOINT_PATTERN.match(name)
-        if match and os.path.isfile(os.path.join(output_dir, name, PROGRESS_FILE)):
-            found.append((int(match.group(1)), os.path.join(output_dir, name)))
-    return [path for _, path in sorted(found)]
+    return complete_checkpoints(output_dir, PROGRESS_FILE)

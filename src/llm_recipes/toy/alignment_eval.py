@@ -4,12 +4,17 @@ and the reward model's pairwise accuracy, per kind of pair."""
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from llm_recipes.evaluation.generation import generate_answers
+from llm_recipes.evaluation.plugins import BenchmarkPlugin
 from llm_recipes.ppo import core
+from llm_recipes.rewards import RewardModelScorer
 from llm_recipes.toy.preferences import is_refusal
 
 
@@ -17,20 +22,11 @@ def _chat(tokenizer: PreTrainedTokenizerBase, question: str) -> str:
     return tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
 
 
-@torch.no_grad()
 def reward_scores(reward_model: PreTrainedModel, reward_tokenizer: PreTrainedTokenizerBase, prompts: list, answers: list[str],
                   batch_size: int = 64) -> list[float]:
-    """Reward of each (prompt, answer): the conversation through the reward model's chat template."""
-    reward_tokenizer.padding_side = "right"
-    texts = []
-    for prompt, answer in zip(prompts, answers):
-        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-        texts.append(reward_tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=False))
-    scores = []
-    for i in range(0, len(texts), batch_size):
-        enc = reward_tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-        scores += reward_model(**enc).logits[:, 0].float().tolist()
-    return scores
+    """Reward of each (prompt, answer): the conversation (a text prompt is the user's turn) through the reward
+    model's chat template."""
+    return RewardModelScorer(reward_model, reward_tokenizer, "reward_model_path", batch_size)(prompts, answers)
 
 
 def pairwise_accuracy(reward_model, reward_tokenizer, pairs: list[dict], batch_size: int = 64) -> dict[str, float]:
@@ -101,3 +97,76 @@ def score_policy(rows: list[dict], answers: list[tuple[str, bool]], rewards: lis
         out["reward_fact"] = sum(fact_rewards) / max(len(fact_rewards), 1)
         out["reward_forbidden"] = sum(forbidden_rewards) / max(len(forbidden_rewards), 1)
     return out
+
+
+@dataclass
+class ToyAlignmentOptions:
+    questions: str  # the alignment test set (question, kind, answer): a dataset folder (its test split) or a file
+    reference_model: str | None = None  # the policy KL is measured against (the SFT model); default: the first model
+    reward_model: str | None = None  # reward model scoring the answers (none: no reward figures)
+    preferences: str | None = None  # preference pairs (a folder: its test split) giving the reward model's pairwise accuracy
+    kl_samples: int = 1  # sampled answers per prompt for the KL estimate
+    seed: int = 0  # sampling seed of the KL estimate
+
+
+class ToyAlignment(BenchmarkPlugin):
+    """Each policy's greedy answers (the stage's max_new_tokens and batch_size) to the alignment test set: mean reward
+    (overall, on fact questions, on forbidden requests), exact match, refusal rate (training and unseen phrasing),
+    over-refusal, EOS rate, sampled KL to the reference; the reward model's pairwise accuracy per kind of pair."""
+
+    Options = ToyAlignmentOptions
+
+    def __init__(self, name: str, options: ToyAlignmentOptions, args) -> None:
+        from llm_recipes import models
+        from llm_recipes.evaluation.scoring import load_rows
+        from llm_recipes.parser import check_data_source
+        from llm_recipes.rewards import load_reward_model
+
+        super().__init__(name, options, args)
+        for key in ("questions", "preferences"):
+            if getattr(options, key):
+                check_data_source(getattr(options, key), self.key(key))
+        self.reference_path = options.reference_model or args.models[0]
+        models.check_local_weights(self.reference_path, self.key("reference_model"))
+        if options.reward_model:
+            models.check_local_weights(options.reward_model, self.key("reward_model"), tokenizer=True)
+        self.rows = load_rows(options.questions, split="test")
+        self.reward_model = self.reward_tokenizer = None
+        self.reward_accuracy = None
+        if options.reward_model:
+            self.reward_model, self.reward_tokenizer = load_reward_model(options.reward_model, self.key("reward_model"))
+            if options.preferences:
+                pairs = load_rows(options.preferences, split="test")
+                self.reward_accuracy = pairwise_accuracy(self.reward_model, self.reward_tokenizer, pairs, args.batch_size)
+        self.reference = models.load_causal_lm(self.reference_path, key=self.key("reference_model")).eval()
+        self.examples: dict[str, list[dict]] = {}
+
+    def evaluate(self, model, tokenizer, name: str, path: str) -> dict[str, float]:
+        questions = [r["question"] for r in self.rows]
+        max_new_tokens, batch_size = self.args.max_new_tokens, self.args.batch_size
+        answers = generate_answers(model, tokenizer, questions, max_new_tokens, batch_size)
+        rewards = (reward_scores(self.reward_model, self.reward_tokenizer, questions, [a for a, _ in answers], batch_size)
+                   if self.reward_model is not None else None)
+        scores = score_policy(self.rows, answers, rewards)
+        is_reference = os.path.realpath(path) == os.path.realpath(self.reference_path)
+        scores["kl_to_reference"] = 0.0 if is_reference else sampled_kl(
+            model, self.reference, tokenizer, questions, max_new_tokens, self.options.kl_samples, batch_size, self.options.seed)
+        scores["n"] = len(self.rows)
+        self.examples[name] = [{"question": r["question"], "kind": r["kind"], "answer": a}
+                               for r, (a, _) in list(zip(self.rows, answers))[:6]]
+        return scores
+
+    def details(self) -> dict:
+        out: dict = {"reference_model": self.reference_path,
+                     "forbidden_prompts": sum(r["kind"].startswith("forbidden") for r in self.rows)}
+        if self.reward_accuracy is not None:
+            out["reward_model"] = self.reward_accuracy
+        out["examples"] = self.examples
+        return out
+
+    def tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
+        if self.reward_accuracy is None:
+            return []
+        rm = self.reward_accuracy
+        return [(f"Reward model: pairwise accuracy on {rm['n']} held-out pairs (mean margin {rm['margin']:.2f})",
+                 ["pairs", "accuracy"], [[kind, value] for kind, value in rm.items() if kind not in ("margin", "n")])]

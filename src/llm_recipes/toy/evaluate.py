@@ -1,40 +1,17 @@
-"""Score a model on the toy world's held-out questions: does it answer in the trained format, stop at its
-end-of-turn token, and state the right fact?"""
+"""The toy world's held-out questions as a benchmark plug-in of the evaluate stage: does a model answer in the
+trained format, stop at its end-of-turn token, and state the right fact?
+
+    benchmarks:
+      toy_heldout_qa: {type: "llm_recipes.toy.evaluate:HeldoutQuestions", questions: runs/toy/data/heldout_qa}
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-import torch
-from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-
-@torch.no_grad()
-def generate_answers(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, questions: list[str], max_new_tokens: int = 32,
-    batch_size: int = 32,
-) -> list[tuple[str, bool]]:
-    """Greedy answers through the chat template; each with whether generation ended with EOS."""
-    tokenizer.padding_side = "left"
-    eos_id = tokenizer.eos_token_id
-    answers = []
-    model.eval()
-    for start in tqdm(range(0, len(questions), batch_size), desc="generating", leave=False):
-        batch = questions[start : start + batch_size]
-        prompts = [
-            tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-            for q in batch
-        ]
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        out = model.generate(
-            **enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_id, pad_token_id=tokenizer.pad_token_id
-        )
-        for row in out[:, enc["input_ids"].shape[1] :].tolist():
-            stopped = eos_id in row
-            row = row[: row.index(eos_id)] if stopped else row
-            answers.append((tokenizer.decode(row, skip_special_tokens=True).strip(), stopped))
-    return answers
+from llm_recipes.evaluation.generation import generate_answers
+from llm_recipes.evaluation.plugins import BenchmarkPlugin
 
 
 def score_answers(rows: list[dict], answers: list[tuple[str, bool]]) -> dict[str, float]:
@@ -44,3 +21,33 @@ def score_answers(rows: list[dict], answers: list[tuple[str, bool]]) -> dict[str
     exact = sum(text == r["answer"] for r, (text, _) in zip(rows, answers))
     stops = sum(stopped for _, stopped in answers)
     return {"format_rate": formatted / n, "exact_match": exact / n, "eos_rate": stops / n, "n": len(rows)}
+
+
+@dataclass
+class HeldoutQuestionsOptions:
+    questions: str  # held-out questions (question, answer, answer_pattern): a dataset folder (its test split) or a file
+
+
+class HeldoutQuestions(BenchmarkPlugin):
+    """Greedy answers (the stage's max_new_tokens and batch_size) to the held-out questions: format_rate, eos_rate,
+    exact_match; the first three answers of each model as examples."""
+
+    Options = HeldoutQuestionsOptions
+
+    def __init__(self, name: str, options: HeldoutQuestionsOptions, args) -> None:
+        from llm_recipes.evaluation.scoring import load_rows
+        from llm_recipes.parser import check_data_source
+
+        super().__init__(name, options, args)
+        check_data_source(options.questions, self.key("questions"))
+        self.rows = load_rows(options.questions, split="test")
+        self.examples: dict[str, list[dict]] = {}
+
+    def evaluate(self, model, tokenizer, name: str, path: str) -> dict[str, float]:
+        answers = generate_answers(model, tokenizer, [r["question"] for r in self.rows], self.args.max_new_tokens,
+                                   self.args.batch_size)
+        self.examples[name] = [{"question": r["question"], "answer": a} for r, (a, _) in zip(self.rows[:3], answers)]
+        return score_answers(self.rows, answers)
+
+    def details(self) -> dict:
+        return {"examples": self.examples}

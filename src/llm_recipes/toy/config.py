@@ -1,0 +1,15 @@
+"""The toy world's own stage: the data generator (`scripts/toy_data.py`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ToyDataArguments:
+    """The toy world generator (`scripts/toy_data.py`)."""
+
+    output_dir: str = field(default="runs/toy/data", metadata={"help": "Folder that receives one dataset per subfolder."})
+    seed: int = field(default=0, metadata={"help": "World seed: the same seed gives the same world."})
+    n_entities: int = field(default=200, metadata={"help": "Number of invented countries."})
+    heldout_fraction: float = field(default=0.2, metadata={"help": "Share of countries kept out of SFT data."})
