@@ -214,7 +214,7 @@ def test_sft_lora_chains_into_dpo(tiny_model_dir, toy_data_dir, tmp_path):
     adapter = json.loads((dpo / "adapter_config.json").read_text())
     assert Path(adapter["base_model_name_or_path"]).resolve() == Path(tiny_model_dir).resolve()
     assert not (dpo / "ref").exists()
-    from llm_recipes.alignment import load_causal_lm
+    from llm_recipes.models import load_causal_lm
 
     load_causal_lm(str(dpo))
 

@@ -169,7 +169,7 @@ def test_every_model_load_goes_through_the_one_loader():
 
 
 def test_ppo_reference_with_pickled_weights_is_refused(tiny_model_dir, tmp_path):
-    # PPO's ref_model_path went through alignment.load_causal_lm, which loaded pytorch_model.bin
+    # PPO's ref_model_path went through load_causal_lm (then in alignment.py), which loaded pytorch_model.bin
     from llm_recipes import alignment
 
     pickled = _pickled_copy(tiny_model_dir, tmp_path / "ref")
