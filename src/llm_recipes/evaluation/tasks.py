@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,22 +42,11 @@ REQUIRED_COLUMNS = {
 }
 
 
-@dataclass
-class LocalTaskSpec:
-    """The keys of a local benchmark entry (`benchmarks:` in the evaluate recipe); values are checked where used."""
-
-    name: Any = None
-    type: Any = None
-    data_files: Any = None
-    split: Any = None
-    fewshot_split: Any = None
-    until: Any = None
-    max_gen_toks: Any = None
-    answer_regex: Any = None
-    filter_list: Any = None
-    k: Any = None
-    samples: Any = None
-    temperature: Any = None
+SPEC_KEYS = ("name", "type", "data_files", "split", "fewshot_split", "until", "max_gen_toks", "answer_regex",
+             "filter_list", "k", "samples", "temperature")
+# The keys of a local benchmark entry, for the one strict constructor (parser.build_options); values are checked
+# where local_task_config uses them.
+LocalTaskSpec = make_dataclass("LocalTaskSpec", [(key, Any, None) for key in SPEC_KEYS])
 
 DATA_BUILDERS = {".jsonl": "json", ".jsonl.gz": "json", ".json": "json", ".json.gz": "json", ".parquet": "parquet"}
 FEWSHOT_SPLITS = ("validation", "dev", "train")  # datasets files a Hub `dev-*` shard (MMLU) under validation
