@@ -34,7 +34,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from llm_recipes.cai_config import PrincipleArguments
-from llm_recipes.errors import ConfigError, DataError
+from llm_recipes.errors import ConfigError, DataError, first_line
 from llm_recipes.hub import write_text_atomic
 from llm_recipes.parser import build_options
 
@@ -97,7 +97,7 @@ def _read_structured(path: str, what: str) -> Any:
         return json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         raise ConfigError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'} "
-                          f"({str(err).splitlines()[0]})") from None
+                          f"({first_line(err)})") from None
 
 
 def load_constitution(path: str | None) -> list[Principle]:

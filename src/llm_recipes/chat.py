@@ -11,6 +11,8 @@ import os
 import sys
 import threading
 
+from llm_recipes.errors import first_line
+
 HELP = "commands: /exit or /quit (or Ctrl-D) ends, /reset clears the conversation, Ctrl-C stops a reply"
 
 
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, tokenizer = load(args.model, args.subfolder)
     except OSError as err:
-        print(f"error: {args.model}: cannot load the model ({str(err).splitlines()[0]})", file=sys.stderr)
+        print(f"error: {args.model}: cannot load the model ({first_line(err)})", file=sys.stderr)
         return 2
     if args.seed is not None:
         from transformers import set_seed

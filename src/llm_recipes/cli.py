@@ -19,10 +19,9 @@ import sys
 
 from llm_recipes import PROJECT_ROOT
 from llm_recipes.errors import RecipeError
-from llm_recipes.stages import STAGES
+from llm_recipes.stages import DEFAULT_ACCELERATE_CONFIG, STAGES, get_stage
 
 TOY_PIPELINE = "recipes/toy/pipeline.yaml"
-DEFAULT_ACCELERATE_CONFIG = "accelerate_configs/single.yaml"  # the same as llm_recipes.pipeline's (not imported: slow)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     except RecipeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    stage = next(s for s in STAGES if s.name == args.command)
+    stage = get_stage(args.command)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                locate(args.accelerate_config, PROJECT_ROOT), str(stage.script), *_with_located_config(rest)]
     return run_stage_process(command, env=dict(os.environ))  # its own process group: signals reach every rank

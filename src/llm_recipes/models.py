@@ -326,12 +326,14 @@ def training_quantization(source: str) -> str:
     marker = read_marker(source) if os.path.isdir(source) else None
     if marker and marker.get("quantization"):
         return str(marker["quantization"])
-    recipe = _training_recipe(source)
-    if recipe.get("load_in_4bit"):
-        return str(recipe.get("bnb_4bit_quant_type", "nf4"))
-    if recipe.get("load_in_8bit"):
-        return "int8"
-    return "none"
+    return quantization_of(_training_recipe(source))
+
+
+def quantization_of(settings: dict) -> str:
+    """How model settings (a recipe, or a ModelArguments' fields) load the base: nf4/fp4, int8 or 'none'."""
+    if settings.get("load_in_4bit"):
+        return str(settings.get("bnb_4bit_quant_type") or "nf4")
+    return "int8" if settings.get("load_in_8bit") else "none"
 
 
 def saved_dtype(model: str) -> torch.dtype:
@@ -423,10 +425,7 @@ def merge_trained_adapter(peft_model, model_args, tokenizer: PreTrainedTokenizer
     `merge_adapter`: saved as an adapter, then merged like any adapter folder."""
     import tempfile
 
-    if model_args.load_in_4bit:
-        quantization = model_args.bnb_4bit_quant_type or "nf4"
-    else:
-        quantization = "int8" if model_args.load_in_8bit else "none"
+    quantization = quantization_of(vars(model_args))
     with tempfile.TemporaryDirectory() as adapter_dir:
         peft_model.save_pretrained(adapter_dir)
         source = resolve_model(adapter_dir, base_override=model_args.model_name_or_path)

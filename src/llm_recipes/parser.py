@@ -96,7 +96,7 @@ def _load_yaml(path: str) -> dict:
         try:
             config = yaml.safe_load(fh) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+            raise ConfigError(f"{path}: not valid YAML ({first_line(err)})") from None
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: a recipe must be a YAML mapping of key: value")
     return config

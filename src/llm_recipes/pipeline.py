@@ -33,8 +33,8 @@ from llm_recipes import PROJECT_ROOT, integrity
 from llm_recipes.errors import ConfigError
 from llm_recipes.hub import read_marker, write_text_atomic
 from llm_recipes.parser import build_options
+from llm_recipes.stages import DEFAULT_ACCELERATE_CONFIG
 
-DEFAULT_ACCELERATE_CONFIG = "accelerate_configs/single.yaml"
 LOG_TAIL_LINES = 25  # of a failed stage's log, printed with the log's path
 
 

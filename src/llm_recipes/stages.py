@@ -48,6 +48,7 @@ STAGES: tuple[StageInfo, ...] = (
     StageInfo("export", "merge, quantize (bnb 4-bit/8-bit, torchao int8), measure, write the lineage card, push"),
 )
 BY_NAME = {stage.name: stage for stage in STAGES}
+DEFAULT_ACCELERATE_CONFIG = "accelerate_configs/single.yaml"  # a stage launched without one: one process
 
 
 def get_stage(name: str) -> StageInfo:
