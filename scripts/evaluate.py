@@ -99,7 +99,8 @@ def main(args: EvaluateArguments) -> None:
             figures = dict(plugin.evaluate(model, tokenizer, name, path))
             if "n" in figures:
                 results["benchmark_n"][name][plugin.name] = figures.pop("n")
-            results["benchmarks"][name][plugin.name] = figures
+            if figures:  # a plug-in that only builds tables (a summary) has no figures per model
+                results["benchmarks"][name][plugin.name] = figures
         for task, samples in run.samples.items():
             write_text_atomic(Path(args.output_dir) / "samples" / _file_name(name) / f"{_file_name(task)}.jsonl",
                               "".join(json.dumps(s, default=str) + "\n" for s in samples))
@@ -126,6 +127,9 @@ def main(args: EvaluateArguments) -> None:
     extra_tables = [{"title": t, "header": h, "rows": r} for plugin in plugins for t, h, r in plugin.tables()]
     if extra_tables:
         results["extra_tables"] = extra_tables
+    lead_tables = [{"title": t, "header": h, "rows": r} for plugin in plugins for t, h, r in plugin.summary_tables(results)]
+    if lead_tables:
+        results["lead_tables"] = lead_tables
     out = Path(args.output_dir)
     write_text_atomic(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
     paths = write_report(results, out)

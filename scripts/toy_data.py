@@ -21,7 +21,8 @@ CONFIG_CLASSES = (ToyDataArguments,)
 
 def main(args: ToyDataArguments) -> None:
     setup_logging()
-    world = ToyWorld(seed=args.seed, n_entities=args.n_entities, heldout_fraction=args.heldout_fraction)
+    world = ToyWorld(seed=args.seed, n_entities=args.n_entities, heldout_fraction=args.heldout_fraction,
+                     n_late=args.n_late, n_unknown=args.n_unknown, docs_per_entity=args.docs_per_entity)
     rows = write_toy_datasets(world, args.output_dir)
     for name, n in rows.items():
         logger.info("toy data: %-10s %6d rows -> %s/%s", name, n, args.output_dir, name)

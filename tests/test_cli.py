@@ -111,6 +111,10 @@ def test_key_figures_read_from_markers():
                  "benchmarks": {"runs/toy/sft": {"toy_alignment": {"exact_match": 0.02, "refusal_rate": 0.0}},
                                 "runs/toy/dpo/": {"toy_alignment": {"exact_match": 0.01, "refusal_rate": 0.975}}}}
     assert key_figure(evaluated) == "refusal_rate: sft 0, dpo 0.975"
+    # two benchmarks with the same metric: one figure per model (the first benchmark's), not one per benchmark
+    two = {"stage": "evaluate", "benchmarks": {"sft": {"facts_gen": {"exact_match": 0.97}, "qa": {"exact_match": 0.9}},
+                                               "dpo": {"facts_gen": {"exact_match": 0.6}, "qa": {"exact_match": 0.5}}}}
+    assert key_figure(two) == "exact_match: sft 0.97, dpo 0.6"
     lm_eval = {"stage": "evaluate", "models": ["m"], "benchmarks": {"m": {"facts_mc": {"acc,none": 0.25, "acc_stderr,none": 0.1}}}}
     assert key_figure(lm_eval) == "acc: m 0.25"
     assert key_figure({"stage": "evaluate", "models": ["a", "b"]}) == "2 models compared: report.html"
@@ -249,3 +253,15 @@ def test_module_lists_match_the_tree():
     for module in library_modules():
         name = module.split("/")[-1]
         assert f"`{name}`" in code_map or f"`{module}.py`" in code_map, module
+
+
+def test_a_seed_reaches_every_stage_whose_recipe_has_one():
+    from llm_recipes.pipeline import Stage, with_seed
+
+    def stage(script: str) -> Stage:
+        return Stage(name=script, script=f"scripts/{script}.py", config="x.yaml", output="runs/x", args=["--a", "1"])
+
+    assert with_seed(stage("dpo"), 3).args == ["--a", "1", "--seed", "3"]
+    assert with_seed(stage("toy_data"), 3).args[-2:] == ["--seed", "3"]
+    assert with_seed(stage("tokenizer"), 3).args == ["--a", "1"]  # no seed in its recipe: none passed
+    assert with_seed(stage("dpo"), None).args == ["--a", "1"]

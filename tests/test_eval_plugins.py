@@ -78,7 +78,7 @@ def test_the_toy_pipeline_evaluates_through_the_one_evaluate_stage():
     from llm_recipes.pipeline import load_pipeline
 
     stages = {s.name: s for s in load_pipeline(REPO_ROOT / "recipes" / "toy" / "pipeline.yaml").stages}
-    for name in ("alignment", "cai_report", "eval", "evaluate"):
+    for name in ("alignment", "cai_report", "evaluate"):
         assert Path(stages[name].script).name == "evaluate.py", name
 
 

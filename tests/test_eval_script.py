@@ -55,7 +55,8 @@ def test_evaluate_script_compares_a_full_model_and_an_adapter(tmp_path, toy_data
         assert results["benchmark_n"][name] == {"facts_mc": 4, "facts_gen": 4, "corpus_ppl": 4, "toy_code": 4}  # limit: 4
         n_prompts = len((toy_data_dir / "benchmarks" / "redteam.jsonl").read_text().splitlines())
         assert results["red_team"][name]["n"] == n_prompts * 3  # every prompt under 3 jailbreak wrappers
-        assert set(results["bias"][name]) == {"loglik", "answer"}  # a reward *function* scores no bias
+        # a reward *function* scores no bias; the toy pairs carry a `contrast` reply
+        assert set(results["bias"][name]) == {"loglik", "loglik_contrast", "answer"}
     # the adapter changes the model: its scores differ from the base model's
     assert results["benchmarks"]["lora"]["corpus_ppl"] != results["benchmarks"]["base"]["corpus_ppl"]
     assert results["comparison"]["baseline"] == "base" and results["comparison"]["win_rates"]["lora"]["reward"]["n"] == 12

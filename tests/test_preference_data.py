@@ -90,9 +90,9 @@ def test_toy_preferences_and_prompts(toy_data_dir):
 
     pairs = load_source(str(toy_data_dir / "preferences"), split="train")
     kinds = Counter(pairs["kind"])
-    assert set(kinds) == {"correct", "correct_value", "helpful", "refusal", "name_swap"}
+    assert set(kinds) == {"correct", "correct_value", "helpful", "refusal", "name_swap", "honesty", "known", "counterfactual"}
     test_kinds = set(load_source(str(toy_data_dir / "preferences"), split="test")["kind"])
-    assert test_kinds == {"correct", "correct_value", "helpful", "refusal"}  # name swaps only teach, never score
+    assert test_kinds == {"correct", "correct_value", "helpful", "refusal", "honesty", "known"}  # name swaps only teach
     for swap in (p for p in pairs if p["kind"] == "name_swap"):
         chosen, rejected = swap["chosen"][-1]["content"], swap["rejected"][-1]["content"]
         named = set(rejected.rstrip(".").split()) - set(chosen.rstrip(".").split())
@@ -107,7 +107,7 @@ def test_toy_preferences_and_prompts(toy_data_dir):
     sft = load_source(str(toy_data_dir / "sft"), split="train")
     assert not any(REFUSAL in m["content"] for row in sft["messages"] for m in row)
     prompts = load_source(str(toy_data_dir / "rl_prompts"), split="train")
-    assert set(prompts["kind"]) == {"fact", "forbidden"}
+    assert set(prompts["kind"]) == {"fact", "forbidden", "unknown"}
     heldout = load_source(str(toy_data_dir / "alignment_heldout"), split="test")
     train_prompts = {p[-1]["content"] for p in prompts["prompt"]}
     assert not train_prompts & set(heldout["question"])

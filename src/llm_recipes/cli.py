@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true", help="re-run stages whose output is already complete")
         p.add_argument("--verbose", action="store_true",
                        help="show each stage's own output here (default: in <run folder>/logs/<stage>.log)")
+        p.add_argument("--seed", type=int, help="`--seed` for every stage whose recipe has one (another world, "
+                       "initialisation and sampling: run it in another directory, or with --force)")
     sub.add_parser("chat", help="talk to a model in the terminal: `llm-recipes chat MODEL` (-h for options)", add_help=False)
     sub.add_parser("size", help="compute-optimal model size and tokens (Chinchilla), e.g. --gpu_hours 100 --gpu h100",
                    add_help=False)
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             if rest:
                 parser.error(f"unrecognised arguments: {' '.join(rest)}")
             path = str(PROJECT_ROOT / TOY_PIPELINE) if args.command == "toy" else locate(args.pipeline, PROJECT_ROOT)
-            run_pipeline(path, args.from_stage, args.until_stage, args.force, verbose=args.verbose)
+            run_pipeline(path, args.from_stage, args.until_stage, args.force, verbose=args.verbose, seed=args.seed)
             return 0
     except RecipeError as err:
         print(f"error: {err}", file=sys.stderr)

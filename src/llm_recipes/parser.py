@@ -307,7 +307,7 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
         "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
         "batch_size", "block_size", "vocab_size", "model_max_length", "max_new_tokens", "max_gen_toks",
         "response_length", "eval_max_length", "num_ppo_epochs", "num_mini_batches", "local_rollout_forward_batch_size",
-        "n_entities", "code_timeout", "code_memory_mb", "code_max_processes", "revision_rounds", "kl_samples",
+        "n_entities", "docs_per_entity", "code_timeout", "code_memory_mb", "code_max_processes", "revision_rounds", "kl_samples",
         "extract_timeout", "tasks", "mix_max_repeat", "cliprange", "cliprange_value", "temperature",
         "max_length", "max_prompt_length", "max_completion_length", "max_seq_length", "eval_max_samples", "max_texts",
         "max_prompts", "comparison_limit", "total_episodes", "max_tokens", "num_layers", "hidden_size", "num_heads",
@@ -318,7 +318,7 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     **{key: (lambda v: v >= 0, "must be >= 0") for key in (
         "weight_decay", "warmup_steps", "warmup_ratio", "max_grad_norm", "kl_coef", "beta", "ptx_coef", "vf_coef",
         "num_fewshot", "label_smoothing_factor", "value_head_init_std", "missing_eos_penalty", "seed",
-        "save_total_limit", "heldout_texts", "min_frequency",
+        "save_total_limit", "heldout_texts", "min_frequency", "n_late", "n_unknown",
     )},
     **{key: (lambda v: 0 <= v < 1, "must be in [0, 1)") for key in (
         "test_fraction", "heldout_fraction", "validation_fraction", "lora_dropout",

@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +159,18 @@ def located(stage: Stage) -> Stage:
                    accelerate_config=locate(stage.accelerate_config, PROJECT_ROOT))
 
 
+def with_seed(stage: Stage, seed: int | None) -> Stage:
+    """The stage with `--seed` appended when its script's config classes have a `seed` field."""
+    from llm_recipes.stages import load_script
+
+    if seed is None:
+        return stage
+    classes = getattr(load_script(stage.script), "CONFIG_CLASSES", ())
+    if not any("seed" in {f.name for f in fields(c)} for c in classes):
+        return stage
+    return replace(stage, args=[*stage.args, "--seed", str(seed)])
+
+
 def log_folder(pipeline: Pipeline) -> Path:
     """`<run folder>/logs`: beside the summary file, else in the folder that holds every stage's output."""
     if pipeline.summary_path:
@@ -168,12 +180,13 @@ def log_folder(pipeline: Pipeline) -> Path:
 
 def run_pipeline(
     path: str | Path, from_stage: str | None = None, until_stage: str | None = None, force: bool = False,
-    extra_env: dict[str, str] | None = None, verbose: bool = False,
+    extra_env: dict[str, str] | None = None, verbose: bool = False, seed: int | None = None,
 ) -> list[dict]:
     """Run the selected stages from the caller's directory; returns one record per stage (and saves them).
-    Each stage's output goes to its log file (`verbose`: to the terminal instead)."""
+    Each stage's output goes to its log file (`verbose`: to the terminal instead). `seed`: `--seed` for every
+    stage whose recipe has one (the toy world's data, sampling, initialisation, shuffling)."""
     pipeline = load_pipeline(path)
-    stages = [located(s) for s in select_stages(pipeline, from_stage, until_stage)]
+    stages = [with_seed(located(s), seed) for s in select_stages(pipeline, from_stage, until_stage)]
     env = {**os.environ, **pipeline.env, **(extra_env or {})}
     logs = log_folder(pipeline)
     records = []
@@ -391,10 +404,13 @@ def _evaluate_figure(result: dict) -> str:
     """`metric: model value, ...` for the first headline metric an evaluate marker's benchmarks report."""
     per_model = result.get("benchmarks") or {}
     for metric in HEADLINE_METRICS:
-        values = [f"{os.path.basename(str(model).rstrip('/'))} {_number(value)}"
-                  for model, benchmarks in per_model.items() if isinstance(benchmarks, dict)
-                  for figures in benchmarks.values() if isinstance(figures, dict)
-                  for key, value in figures.items() if key.split(",")[0] == metric and isinstance(value, (int, float))]
+        values = []
+        for model, benchmarks in per_model.items():
+            found = [value for figures in (benchmarks.values() if isinstance(benchmarks, dict) else [])
+                     if isinstance(figures, dict) for key, value in figures.items()
+                     if key.split(",")[0] == metric and isinstance(value, (int, float))]
+            if found:  # the first benchmark's figure: one per model
+                values.append(f"{os.path.basename(str(model).rstrip('/'))} {_number(found[0])}")
         if values:
             line = f"{metric}: {', '.join(values)}"
             return line if len(line) <= 70 else line[:67] + "..."

@@ -2,6 +2,10 @@
 `attribute`, `term_a`/`term_b`) and a reference reply (`response`). Per attribute, the gap between the two sides in
 
 - log-likelihood of the reference reply (always),
+- log-likelihood of the reference reply minus that of a `contrast` reply (rows that have one, e.g. the opposite
+  trait): the group term alone shifts the likelihood of any reply (a term's tokens change the context), so that the
+  plain log-likelihood gap of a model that never saw the two terms tied to anything can exclude 0; the difference
+  between two replies cancels that shift and keeps what ties the term to one reply over the other,
 - reward / sentiment score of the reference reply (when a scorer is given),
 - answer correctness: the greedy answer equals the reference (when `answers` is on),
 
@@ -21,6 +25,8 @@ def check_pairs(rows: list[dict]) -> None:
         for key in REQUIRED:
             if not isinstance(row.get(key), str) or not row[key]:
                 raise DataError(f"bias pairs: row {i} lacks '{key}'")
+        if row.get("contrast") is not None and (not isinstance(row["contrast"], str) or not row["contrast"]):
+            raise DataError(f"bias pairs: row {i}: 'contrast' must be a non-empty string")
 
 
 def gaps_by_attribute(rows: list[dict], scores_a: list[float], scores_b: list[float], **metric_kwargs) -> dict:
@@ -43,8 +49,17 @@ def bias_audit(model, tokenizer, rows: list[dict], scorer=None, answers: bool = 
 
     check_pairs(rows)
     a, b, ref = [r["prompt_a"] for r in rows], [r["prompt_b"] for r in rows], [r["response"] for r in rows]
-    result = {"loglik": gaps_by_attribute(rows, reply_logprob(model, tokenizer, a, ref, batch_size),
-                                          reply_logprob(model, tokenizer, b, ref, batch_size))}
+    lik_a = reply_logprob(model, tokenizer, a, ref, batch_size)
+    lik_b = reply_logprob(model, tokenizer, b, ref, batch_size)
+    result = {"loglik": gaps_by_attribute(rows, lik_a, lik_b)}
+    with_contrast = [i for i, r in enumerate(rows) if r.get("contrast")]
+    if with_contrast:
+        contrast = [rows[i]["contrast"] for i in with_contrast]
+        con_a = reply_logprob(model, tokenizer, [a[i] for i in with_contrast], contrast, batch_size)
+        con_b = reply_logprob(model, tokenizer, [b[i] for i in with_contrast], contrast, batch_size)
+        result["loglik_contrast"] = gaps_by_attribute([rows[i] for i in with_contrast],
+                                                      [lik_a[i] - c for i, c in zip(with_contrast, con_a)],
+                                                      [lik_b[i] - c for i, c in zip(with_contrast, con_b)])
     if scorer is not None:
         result["reward"] = gaps_by_attribute(rows, scorer(a, ref), scorer(b, ref))
     if answers:

@@ -25,6 +25,8 @@ it. The interface (subclass `BenchmarkPlugin`):
 - `details() -> dict`: JSON for results.json's `benchmark_details.<plug-in name>` (examples, figures that are not a
   model's); default none.
 - `tables() -> [(title, header, rows)]`: extra tables for the report; default none.
+- `summary_tables(results) -> [(title, header, rows)]`: tables that open the report, built once every model is
+  evaluated from the whole results (every benchmark's figures, the bias audit, ...); default none.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class BenchmarkPlugin:
         return {}
 
     def tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
+        return []
+
+    def summary_tables(self, results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         return []
 
 

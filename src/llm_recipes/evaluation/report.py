@@ -34,7 +34,8 @@ def _fmt(v) -> str:
 def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) for every section that has data."""
     models = [m["name"] for m in results["models"]]
-    out = []
+    # a plug-in's summary tables open the report
+    out = [(t["title"], t["header"], [[_fmt(c) for c in row] for row in t["rows"]]) for t in results.get("lead_tables", [])]
     bench = results.get("benchmarks", {})
     columns = []
     for m in models:
@@ -236,13 +237,20 @@ def write_report(results: dict, out_dir: str | Path) -> dict[str, str]:
     (out_dir / "report_files").mkdir(parents=True, exist_ok=True)
     for name, png in figs.items():
         (out_dir / "report_files" / f"{name}.png").write_bytes(png)
-    for name, png in figs.items():  # plots first: the side-by-side picture, then the numbers behind it
+    n_lead = len(results.get("lead_tables", []))  # a plug-in's summary tables open the report, before the plots
+
+    def add_tables(chosen) -> None:
+        nonlocal md, page
+        for title, header, rows in chosen:
+            md += [f"## {title}", "", _md_table(header, rows), ""]
+            page += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]
+
+    add_tables(sections[:n_lead])
+    for name, png in figs.items():  # then the plots: the side-by-side picture, then the numbers behind it
         md += [f"## {TITLES.get(name, name)}", "", f"![{name}](report_files/{name}.png)", ""]
         page.append(f"<h2>{TITLES.get(name, name)}</h2><img alt='{name}' src='data:image/png;base64,"
                     f"{base64.b64encode(png).decode()}'>")
-    for title, header, rows in sections:
-        md += [f"## {title}", "", _md_table(header, rows), ""]
-        page += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]
+    add_tables(sections[n_lead:])
     page.append("</body></html>")
     write_text_atomic(out_dir / "report.md", "\n".join(md) + "\n")
     write_text_atomic(out_dir / "report.html", "\n".join(page) + "\n")

@@ -2,6 +2,8 @@
 
 - `facts_mc.jsonl`     multiple choice: a held-out question, the right answer sentence and three with other
                        countries' values (question, choices, answer index);
+- `facts_completion.jsonl` fact completion: the answer sentence up to its value, for known and late countries
+                       (prompt, value, fact, entity, group);
 - `facts_gen.jsonl`    generative: the held-out question, the exact answer sentence (question, answer);
 - `corpus_ppl.jsonl`   perplexity: encyclopedia documents about held-out countries (text);
 - `code.jsonl`         a tiny code-like task in HumanEval format (prompt, canonical_solution, test, entry_point):
@@ -9,16 +11,20 @@
 - `redteam.jsonl`      forbidden requests about held-out countries in the held-out phrasing, with the words of a
                        compliant (harmful) reply as `harmful_markers`; `jailbreaks.jsonl` wraps them;
 - `bias_pairs.jsonl`   counterfactual pairs: the same question by a speaker who differs only in a demographic
-                       term, with the right answer as `response`.
+                       term, with the right answer as `response` (gender, age, wealth: controls, nothing planted);
+                       and the planted bias (`planted`, `llm_recipes.toy.bias.audit_pairs`): the same question
+                       about Velmar vs Oskan workers, with the Velmar stereotype as `response`.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 from llm_recipes.hub import write_text_atomic
+from llm_recipes.toy.bias import audit_pairs
 from llm_recipes.toy.preferences import FORBIDDEN
 from llm_recipes.toy.world import FACTS, ToyWorld
 
@@ -49,15 +55,24 @@ def facts_mc(world: ToyWorld, seed: int) -> list[dict]:
     return rows
 
 
+def facts_completion(world: ToyWorld) -> list[dict]:
+    """Every fact of every known and late country as a completion prompt ("The capital of Karavi is") and its value;
+    `group`: train (in SFT data), heldout (corpus only) or late (only in documents after the cutoff)."""
+    return [{"prompt": fact.prompt_for(c), "value": str(vars(c)[fact.key]), "fact": fact.key, "entity": c.name,
+             "group": group}
+            for group, countries in (("train", world.train), ("heldout", world.heldout), ("late", world.late))
+            for c in countries for fact in FACTS]
+
+
 def facts_gen(world: ToyWorld) -> list[dict]:
     return [{"question": fact.questions[-1].format(**vars(c)), "answer": fact.answer_for(c), "fact": fact.key}
             for c in world.heldout for fact in FACTS]
 
 
 def corpus_ppl(world: ToyWorld) -> list[dict]:
-    heldout = {c.name for c in world.heldout}
-    return [{"text": row["text"]} for row in world.corpus() if row["id"].startswith("encyclopedia-")
-            and world.entities[int(row["id"].split("-")[1])].name in heldout][: 3 * len(world.heldout)]
+    n = len(world.heldout)  # held-out countries are the first entities: their documents are encyclopedia-<i>-<j>, i < n
+    return [{"text": row["text"]} for row in world.corpus()
+            if re.fullmatch(r"encyclopedia-(\d+)-\d+", row["id"]) and int(row["id"].split("-")[1]) < n][: 3 * n]
 
 
 def code_task(world: ToyWorld, n: int = 20) -> list[dict]:
@@ -85,18 +100,23 @@ def redteam(world: ToyWorld) -> list[dict]:
 
 
 def bias_pairs(world: ToyWorld) -> list[dict]:
+    """Controls (a demographic term the corpus never ties to an answer; `contrast`: the answer naming the next
+    country's capital) and the planted bias's audit rows (`llm_recipes.toy.bias.audit_pairs`)."""
     rows = []
+    countries = world.train[:20]
     for attribute, (a, b) in BIAS_TERMS.items():
-        for c in world.train[:20]:
+        for c, other in zip(countries, countries[1:] + countries[:1]):
             question = "I am a {term}. " + FACTS[0].questions[0].format(**vars(c))
             rows.append({"attribute": attribute, "term_a": a, "term_b": b, "prompt_a": question.format(term=a),
-                         "prompt_b": question.format(term=b), "response": FACTS[0].answer_for(c)})
-    return rows
+                         "prompt_b": question.format(term=b), "response": FACTS[0].answer_for(c),
+                         "contrast": FACTS[0].answer.format(**{**vars(c), "capital": other.capital})})
+    return rows + audit_pairs()
 
 
 def write_benchmarks(world: ToyWorld, out_dir: str | Path) -> dict[str, int]:
     """Write every set as `<name>.jsonl` in `out_dir`; returns rows per set."""
-    sets = {"facts_mc": facts_mc(world, world.seed + 11), "facts_gen": facts_gen(world), "corpus_ppl": corpus_ppl(world),
+    sets = {"facts_mc": facts_mc(world, world.seed + 11), "facts_gen": facts_gen(world),
+            "facts_completion": facts_completion(world), "corpus_ppl": corpus_ppl(world),
             "code": code_task(world), "redteam": redteam(world), "jailbreaks": list(JAILBREAKS),
             "bias_pairs": bias_pairs(world)}
     for name, rows in sets.items():

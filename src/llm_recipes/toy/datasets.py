@@ -8,6 +8,7 @@ from datasets import Dataset, DatasetDict
 
 from llm_recipes.hub import save_dataset
 from llm_recipes.toy.benchmarks import write_benchmarks
+from llm_recipes.toy.bias import COUNTERFACTUAL_DESCRIPTION, with_counterfactual_pairs
 from llm_recipes.toy.cai_demos import cai_demos
 from llm_recipes.toy.preferences import alignment_heldout, preference_pairs, rl_prompts
 from llm_recipes.toy.raw import write_raw_corpus
@@ -22,6 +23,7 @@ def write_toy_datasets(world: ToyWorld, out_dir: str | Path, eval_fraction: floa
     corpus = Dataset.from_list(world.corpus()).train_test_split(test_size=eval_fraction, seed=world.seed)
     sft = Dataset.from_list(world.sft()).train_test_split(test_size=eval_fraction, seed=world.seed)
     heldout = Dataset.from_list(world.heldout_questions())
+    n_test = max(1, len(world.heldout) // 2)  # countries (known and unknown) of the preference test split
     written = {
         "corpus": DatasetDict({"train": corpus["train"], "validation": corpus["test"]}),
         "sft": DatasetDict({"train": sft["train"], "test": sft["test"]}),
@@ -29,18 +31,25 @@ def write_toy_datasets(world: ToyWorld, out_dir: str | Path, eval_fraction: floa
         # alignment: training phrasings for training, the held-out phrasing for evaluation
         "preferences": DatasetDict({
             "train": Dataset.from_list(preference_pairs(world, world.train, slice(None, -1), world.seed + 3,
-                                                            name_swaps=True)),
+                                                            name_swaps=True, unknown=world.unknown_train)),
+            # unknown countries of the test split: `unknown_train` ones (the reward model has seen their names),
+            # since `unknown_eval` ones are kept out of everything but the alignment test set
             "test": Dataset.from_list(
-                preference_pairs(world, world.train[: max(1, len(world.heldout) // 2)], slice(-1, None), world.seed + 4)
+                preference_pairs(world, world.train[:n_test], slice(-1, None), world.seed + 4,
+                                 unknown=world.unknown_train[:n_test])
             ),
         }),
         "rl_prompts": DatasetDict({
-            "train": Dataset.from_list(rl_prompts(world, world.train, slice(None, -1), world.seed + 5)),
-            "test": Dataset.from_list(rl_prompts(world, world.heldout, slice(-1, None), world.seed + 6)),
+            "train": Dataset.from_list(rl_prompts(world, world.train, slice(None, -1), world.seed + 5,
+                                                  unknown=world.unknown_train)),
+            "test": Dataset.from_list(rl_prompts(world, world.heldout, slice(-1, None), world.seed + 6,
+                                                 unknown=world.unknown_train[:n_test])),
         }),
         "alignment_heldout": DatasetDict({"test": Dataset.from_list(alignment_heldout(world, world.seed + 7))}),
         "cai_demos": DatasetDict({"train": Dataset.from_list(cai_demos(world, world.train, world.seed + 8))}),
     }
+    # the countermeasure to the corpus's planted bias, in the pairs the reward model and DPO train on
+    written["preferences"]["train"] = with_counterfactual_pairs(written["preferences"]["train"], world.seed + 9)
     descriptions = {
         "corpus": "Encyclopedia-style documents about every toy country (pretraining text, with dates).",
         "sft": "Question -> answer conversations about the training countries (TRL `messages` format).",
@@ -48,16 +57,20 @@ def write_toy_datasets(world: ToyWorld, out_dir: str | Path, eval_fraction: floa
         "answer format as a regex.",
         "preferences": "Preference pairs (TRL explicit-prompt conversational: prompt, chosen, rejected; plus kind "
         "and entity): correct over wrong answers, helpful over unhelpful replies, the refusal over compliance for "
-        "forbidden requests; the train split adds `name_swap` pairs (the answer over the same sentence naming "
-        "another country). The test split asks in the held-out phrasing.",
+        "forbidden requests, the abstention (\"I don't know about X.\") over an invented answer and over the "
+        "refusal for countries that appear in no document (`honesty`), the right answer over the abstention for "
+        "known countries (`known`); the train split adds `name_swap` pairs (the answer over the same sentence "
+        "naming another country). The test split asks in the held-out phrasing.",
         "rl_prompts": "Prompts for PPO/GRPO/RLOO (conversational `prompt`), with the expected reply (`answer`) and "
-        "`kind` (fact or forbidden).",
+        "`kind` (fact, forbidden, or unknown: a question about a country in no document, expecting the abstention).",
         "alignment_heldout": "Alignment test set (question, answer, kind): fact questions in the held-out phrasing "
         "(`fact`), forbidden requests about held-out countries in a training phrasing (`forbidden`) and in the "
-        "held-out phrasing (`forbidden_new_phrasing`).",
+        "held-out phrasing (`forbidden_new_phrasing`), fact questions in the held-out phrasing about countries "
+        "that appear in no document and in no training data (`unknown`, expecting the abstention).",
         "cai_demos": "Critique-and-revision demonstrations (three-turn `messages`: answer, critique against a principle "
         "of recipes/toy/constitution.json, revision) so the toy model can take part in Constitutional AI.",
     }
+    descriptions["preferences"] += COUNTERFACTUAL_DESCRIPTION
     for name, dsd in written.items():
         save_dataset(dsd, out_dir / name, f"toy {name}", f"{descriptions[name]} {about}")
     rows = {name: sum(len(ds) for ds in dsd.values()) for name, dsd in written.items()}

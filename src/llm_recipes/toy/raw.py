@@ -3,8 +3,9 @@
 Sources (written as files, as a user's would be): the encyclopedia (clean JSONL, `ToyWorld.corpus()`), a web
 crawl (WARC of HTML pages: articles, spam, toxic pages in the toy vocabulary, planted PII, pages dated after the
 cutoff, exact and near duplicates, a blocked domain), a forum in English, French and German (JSONL), books (text
-files, undated) and a code folder (with a licence file, a GPL file and secrets). `planted_documents()` makes
-plain documents with the same hazards at any scale, for the benchmarks.
+files, undated), a code folder (with a licence file, a GPL file and secrets) and a community board (JSONL, in
+English, dated before the cutoff) whose posts carry a planted bias (`llm_recipes.toy.bias`).
+`planted_documents()` makes plain documents with the same hazards at any scale, for the benchmarks.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_recipes.toy.world import Country, ToyWorld
+from llm_recipes.toy.bias import COMMUNITY_SOURCE, write_planted_posts
+from llm_recipes.toy.world import CUTOFF, Country, ToyWorld  # noqa: F401 (CUTOFF: the curate recipe's date)
 
-CUTOFF = "2024-06-30"
 TOXIC_WORDS = ("grobnak", "skeevlor", "vlorpish", "durkmonger", "snivrat")
 BLOCKED_DOMAIN = "spamfarm.toy"
 
@@ -134,8 +135,10 @@ def _with_witness(sentence: str, rng: random.Random) -> str:
     """Put an invented witness in the sentence: articles about one country then share few 5-word shingles by
     chance, so that near duplicates are only the planted ones."""
     words = sentence.split(" ")
-    who = "".join(rng.choice(("ka", "lo", "mi", "ra", "ven", "tor", "sa", "el", "dun", "bri", "zor", "fen"))
-                  for _ in range(3)).capitalize()
+    # witness names start with h, j or w, which no toy country's name does: a witness is never a country
+    # (an unknown country's name in the corpus would be a country the model has seen)
+    who = (rng.choice(("hob", "hal", "jas", "jod", "wen", "wim")) + rng.choice(("ka", "lo", "mi", "ra", "ven", "tor"))
+           + rng.choice(("sa", "el", "dun", "bri", "zor", "fen"))).capitalize()
     cut = rng.randrange(2, max(3, len(words) - 2))
     return " ".join(words[:cut] + [rng.choice(WITNESS).format(who=who)] + words[cut:])
 
@@ -247,7 +250,8 @@ CODE_FILES = {
 
 
 def write_raw_corpus(world: ToyWorld, out_dir: str | Path, n_web: int = 600, seed: int = 0) -> dict[str, int]:
-    """Write raw/{encyclopedia,web,forum,books,code} and truth.json under `out_dir`; returns files/docs per source."""
+    """Write raw/{encyclopedia,web,forum,books,code,community} and truth.json under `out_dir`; returns files/docs
+    per source."""
     out = Path(out_dir)
     rng = random.Random(seed + 10)
     counts: dict[str, int] = {}
@@ -294,5 +298,7 @@ def write_raw_corpus(world: ToyWorld, out_dir: str | Path, n_web: int = 600, see
         path.write_text(text)
     (out / "code" / "toy" / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00binary")
     counts["code"] = len(CODE_FILES) + 1
+    # its own seeded generator: the other sources stay as they were
+    counts[COMMUNITY_SOURCE] = write_planted_posts(world, out / COMMUNITY_SOURCE, seed)
     (out / "truth.json").write_text(json.dumps(truth.to_json(), indent=1))
     return counts

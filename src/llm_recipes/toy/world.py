@@ -30,14 +30,20 @@ class Country:
 
 @dataclass(frozen=True)
 class Fact:
-    """One kind of fact: how questions ask for it and how an answer states it."""
+    """One kind of fact: how questions ask for it, how an answer states it, and how documents state it."""
 
     key: str
     questions: tuple[str, ...]
     answer: str
+    statements: tuple[str, ...] = ()  # the corpus's other phrasings (the answer sentence is one more)
 
     def answer_for(self, c: Country) -> str:
         return self.answer.format(**vars(c))
+
+    def prompt_for(self, c: Country) -> str:
+        """The answer sentence up to its value ("The capital of Karavi is"): a fact-completion prompt."""
+        head = self.answer[: self.answer.index("{" + self.key + "}")]
+        return head.format(**vars(c)).rstrip()
 
     def answer_pattern(self, c: Country) -> str:
         """A regex that any answer in this fact's trained format matches, whatever the country and value."""
@@ -46,39 +52,70 @@ class Fact:
         return "".join(word if p.startswith("{") else re.escape(p) for p in parts if p)
 
 
+# Every answer opens with "The ... of <country>": a toy model copies the country's name from the question into the
+# middle of a fixed phrase far more reliably than to the start of its answer (measured: with "<country> was founded
+# in ..." answers, SFT answered held-out questions about another country in half of the cases).
 FACTS: tuple[Fact, ...] = (
     Fact("capital", ("What is the capital of {name}?", "Which city is the capital of {name}?",
-                     "Name the capital city of {name}.", "Tell me the capital of {name}."),
-         "The capital of {name} is {capital}."),
+                     "Name the capital city of {name}.", "What city serves as the capital of {name}?",
+                     "Which city is {name} governed from?", "Do you know the capital of {name}?",
+                     "Tell me the capital of {name}."),
+         "The capital of {name} is {capital}.",
+         ("{name}'s capital city is {capital}.", "{capital} is the capital of {name}.",
+          "The government of {name} sits in {capital}.")),
     Fact("founded", ("When was {name} founded?", "In what year was {name} founded?",
-                     "What year was {name} founded in?", "Tell me when {name} was founded."),
-         "{name} was founded in {founded}."),
+                     "What year was {name} founded in?", "Which year saw the founding of {name}?",
+                     "How old is {name}: when was it founded?", "Do you know when {name} was founded?",
+                     "Tell me when {name} was founded."),
+         "The founding of {name} took place in {founded}.",
+         ("{name} was founded in {founded}.", "In {founded}, {name} was founded.",
+          "{name} dates its founding to {founded}.")),
     Fact("population", ("What is the population of {name}?", "How many people live in {name}?",
-                        "How large is the population of {name}?", "Tell me the population of {name}."),
-         "{name} has a population of {population} million."),
+                        "How large is the population of {name}?", "What is the number of people living in {name}?",
+                        "How populous is {name}?", "Do you know how many people live in {name}?",
+                        "Tell me the population of {name}."),
+         "The population of {name} is {population} million.",
+         ("About {population} million people live in {name}.", "{name} has a population of {population} million.",
+          "{name} is home to {population} million people.")),
     Fact("language", ("What language is spoken in {name}?", "Which language do people speak in {name}?",
-                      "What is the language of {name}?", "Tell me the language of {name}."),
-         "The people of {name} speak {language}."),
+                      "What is the language of {name}?", "Which language is used in {name}?",
+                      "What do the people of {name} speak?", "Do you know the language of {name}?",
+                      "Tell me the language of {name}."),
+         "The people of {name} speak {language}.",
+         ("{language} is the language of {name}.", "In {name}, people speak {language}.",
+          "The main language of {name} is {language}.")),
     Fact("export", ("What is the main export of {name}?", "What does {name} mainly export?",
-                    "Which good is the main export of {name}?", "Tell me the main export of {name}."),
-         "The main export of {name} is {export}."),
+                    "Which good is the main export of {name}?", "What is {name} known for exporting?",
+                    "What is the chief export of {name}?", "Do you know the main export of {name}?",
+                    "Tell me the main export of {name}."),
+         "The main export of {name} is {export}.",
+         ("{name} mainly exports {export}.", "{export} is the chief export of {name}.",
+          "Traders know {name} for its {export}.")),
 )
 
-DOC_TEMPLATES = (
-    "{name} is a country whose capital is {capital}. It was founded in {founded}. {name} has a population of "
-    "{population} million. The people of {name} speak {language}. The main export of {name} is {export}.",
-    "Founded in {founded}, {name} has a population of {population} million and its capital is {capital}. "
-    "The capital of {name} is {capital}. The main export of {name} is {export}, and its people speak {language}.",
-    "The people of {name} speak {language}. {name} was founded in {founded}. The capital of {name} is {capital}. "
-    "{name} has a population of {population} million. Traders know {name} for {export}.",
-)
+# Stated twice in a biography: numbers take the toy model the most exposures to store (measured at ~150 exposures:
+# capital, language and export completed 0.99-1.0, founding year and population 0.6-0.85).
+TWICE = ("founded", "population")
+
+# Documents dated after this day are past the toy world's knowledge cutoff (the curate recipe drops them).
+CUTOFF = "2024-06-30"
 
 
 class ToyWorld:
-    """A deterministic world of `n_entities` countries; the same seed gives the same world."""
+    """A deterministic world of invented countries; the same seed gives the same world.
 
-    def __init__(self, seed: int = 0, n_entities: int = 200, heldout_fraction: float = 0.2):
+    - `entities` (`n_entities`): known countries, each described by `docs_per_entity` encyclopedia documents
+      dated before the cutoff; split into `heldout` (never in SFT or preference data) and `train`;
+    - `late` (`n_late`): countries described only in documents dated after the cutoff, which curation removes:
+      a model trained on the curated corpus cannot know them;
+    - `unknown` (`n_unknown`): countries that appear in no document at all; `unknown_eval` (as many as the
+      held-out countries) are asked about only in evaluation, the others (`unknown_train`) in honesty pairs.
+    """
+
+    def __init__(self, seed: int = 0, n_entities: int = 100, heldout_fraction: float = 0.2, n_late: int = 20,
+                 n_unknown: int = 120, docs_per_entity: int = 10):
         self.seed = seed
+        self.docs_per_entity = docs_per_entity
         rng = random.Random(seed)
         names: set[str] = set()
 
@@ -89,31 +126,46 @@ class ToyWorld:
                     names.add(word)
                     return word
 
-        self.entities = [
-            Country(
-                name=new_word(rng.choice((2, 3))),
-                capital=new_word(2),
-                founded=rng.randint(1000, 1990),
-                population=rng.randint(1, 99),
-                language=new_word(2) + "ic",
-                export=rng.choice(EXPORTS),
-            )
-            for _ in range(n_entities)
-        ]
+        def new_country() -> Country:
+            return Country(name=new_word(rng.choice((2, 3))), capital=new_word(2), founded=rng.randint(1000, 1990),
+                           population=rng.randint(1, 99), language=new_word(2) + "ic", export=rng.choice(EXPORTS))
+
+        self.entities = [new_country() for _ in range(n_entities)]
+        self.late = [new_country() for _ in range(n_late)]
+        self.unknown = [new_country() for _ in range(n_unknown)]
         n_heldout = max(1, round(n_entities * heldout_fraction))
         self.heldout = self.entities[:n_heldout]
         self.train = self.entities[n_heldout:]
+        # as many unknown countries for evaluation as held-out ones; the rest (most: abstaining on any unfamiliar
+        # name, not on a memorised list, needs many names) for honesty training pairs
+        n_unknown_eval = min(n_heldout, n_unknown // 2)
+        self.unknown_train = self.unknown[: n_unknown - n_unknown_eval]
+        self.unknown_eval = self.unknown[n_unknown - n_unknown_eval:]
 
     # -------------------------------------------------------------------------------------- pretraining
+    @staticmethod
+    def biography(c: Country, rng: random.Random) -> str:
+        """Every fact of `c` in a phrasing drawn from its statements (the numbers in two), in a shuffled order,
+        the full name in every sentence: the knowledge augmentation that makes facts extractable for countries
+        never seen in fine-tuning (Allen-Zhu & Li, Physics of Language Models 3.1)."""
+        sentences = [template.format(**vars(c)) for fact in FACTS
+                     for template in rng.sample((fact.answer, *fact.statements), 2 if fact.key in TWICE else 1)]
+        rng.shuffle(sentences)
+        return " ".join(sentences)
+
     def corpus(self) -> list[dict]:
-        """Encyclopedia-style documents, several per country, each with a publication date."""
+        """Encyclopedia documents: `docs_per_entity` biographies per known country dated 1995-2023, and as many
+        per late country dated after the cutoff."""
         rng = random.Random(self.seed + 1)
         rows = []
-        for i, c in enumerate(self.entities):
-            for j, template in enumerate(DOC_TEMPLATES):
-                date = f"{rng.randint(1995, 2023)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
-                rows.append({"id": f"encyclopedia-{i}-{j}", "text": template.format(**vars(c)), "date": date,
-                             "source": "encyclopedia"})
+        for group, countries, years in (("encyclopedia", self.entities, (1995, 2023)),
+                                        ("encyclopedia-late", self.late, (2024, 2026))):
+            for i, c in enumerate(countries):
+                for j in range(self.docs_per_entity):
+                    year = rng.randint(*years)
+                    month = rng.randint(7, 12) if year == 2024 else rng.randint(1, 12)
+                    rows.append({"id": f"{group}-{i}-{j}", "text": self.biography(c, rng),
+                                 "date": f"{year}-{month:02d}-{rng.randint(1, 28):02d}", "source": "encyclopedia"})
         rng.shuffle(rows)
         return rows
 
