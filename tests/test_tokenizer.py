@@ -11,6 +11,7 @@ from datasets import Dataset, DatasetDict
 from transformers import AutoTokenizer
 
 from conftest import REPO_ROOT, run_script
+from llm_recipes.evaluation.scoring import load_rows
 from llm_recipes.tokenizer_config import TokenizerArguments
 from llm_recipes.errors import DataError
 
@@ -29,9 +30,10 @@ def test_train_save_and_reload(toy_data_dir, tmp_path):
                         "--extra_special_tokens", "<|tool|>", "--output_dir", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     marker = json.loads((out / "llm_recipes.json").read_text())
-    assert marker["vocab_size"] == 400 and marker["heldout_texts"] == 12  # the corpus' validation split
+    n_validation = len(load_rows(str(toy_data_dir / "corpus"), split="validation"))
+    assert marker["vocab_size"] == 400 and marker["heldout_texts"] == n_validation  # the corpus' validation split
     assert 2.0 < marker["bytes_per_token"] < 8.0
-    assert "bytes/token on 12 held-out texts" in result.stdout
+    assert f"bytes/token on {n_validation} held-out texts" in result.stdout
     assert "vocab_size" in (out / "README.md").read_text()
 
     tok = AutoTokenizer.from_pretrained(out)
@@ -53,7 +55,9 @@ def test_streaming_and_held_out_from_train(toy_data_dir, tmp_path, caplog):
         script.main(TokenizerArguments(dataset_name=str(toy_data_dir / "corpus"), vocab_size=300,
                                        dataset_test_split="none", streaming=streaming, output_dir=str(out)))
         outs[streaming] = json.loads((out / "llm_recipes.json").read_text())
-    assert outs[False]["train_texts"] == 108 - 10 and outs[False]["heldout_texts"] == 10
+    n_train = len(load_rows(str(toy_data_dir / "corpus"), split="train"))
+    n_heldout = min(TokenizerArguments().heldout_texts, n_train // 10)  # at most a tenth of train is kept out
+    assert outs[False]["train_texts"] == n_train - n_heldout and outs[False]["heldout_texts"] == n_heldout
     assert outs[True]["train_texts"] == outs[False]["train_texts"]
     assert outs[True]["bytes_per_token"] == pytest.approx(outs[False]["bytes_per_token"])
 
