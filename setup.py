@@ -16,7 +16,7 @@ setup(
     packages=[*find_packages("src"), *SHIPPED],
     package_dir={"": "src", **SHIPPED},
     package_data={
-        "llm_recipes": ["py.typed", "evaluation/metrics/*/*.py", "curation/wordlists/*.txt"],
+        "llm_recipes": ["py.typed", "evaluation/metrics/*/*.py", "curation/wordlists/*.txt", "serving/*.html"],
         "llm_recipes._project.scripts": ["slurm/*"],
         "llm_recipes._project.recipes": ["**/*.yaml", "**/*.json"],
         "llm_recipes._project.accelerate_configs": ["*.yaml"],

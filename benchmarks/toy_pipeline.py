@@ -79,6 +79,8 @@ def run(workdir: Path, from_stage: str | None, until_stage: str | None, seed: in
 
 
 def markdown(result: dict) -> str:
+    from llm_recipes.evaluation.report import md_table
+
     m = result["machine"]
     lines = [
         "# Toy pipeline, end to end (benchmarks/toy_pipeline.py)", "",
@@ -86,15 +88,14 @@ def markdown(result: dict) -> str:
         f"{m['memory_gib']} GiB; torch {m['torch']}, "
         f"transformers {m['transformers']}, trl {m['trl']}; OMP_NUM_THREADS={m['OMP_NUM_THREADS']}; "
         f"load average before {result['load_average_before']}, after {result['load_average_after']}.", "",
-        "| stage | seconds | ok |", "|---|---:|---|",
-        *[f"| {r['stage']} | {r['seconds']:.1f} | {'yes' if r['ok'] else 'FAILED'} |" for r in result["stages"]],
-        f"| **total** | **{result['total_seconds']:.1f}** | |", "",
+        md_table(["stage", "seconds", "ok"],
+                 [*[[r["stage"], f"{r['seconds']:.1f}", "yes" if r["ok"] else "FAILED"] for r in result["stages"]],
+                  ["**total**", f"**{result['total_seconds']:.1f}**", ""]]), "",
         f"Goal: the whole pipeline under {GOAL_SECONDS // 60} minutes on 2 cores: "
         + ("met." if result["meets_goal"] else ("NOT met." if result["complete"] else "not a complete run.")),
     ]
     for table in result.get("claims", []):  # the evaluate report's claims table
-        lines += ["", f"## {table['title']}", "", "| " + " | ".join(table["header"]) + " |",
-                  "|" + "---|" * len(table["header"]), *["| " + " | ".join(map(str, row)) + " |" for row in table["rows"]]]
+        lines += ["", f"## {table['title']}", "", md_table(table["header"], table["rows"])]
     return "\n".join(lines) + "\n"
 
 

@@ -23,6 +23,8 @@ from llm_recipes.errors import ConfigError
 from llm_recipes.evaluation.bias import bias_audit
 from llm_recipes.evaluation.compare import win_rates
 from llm_recipes.evaluation.curves import read_curves
+from llm_recipes.evaluation.decontamination import check_contamination
+from llm_recipes.decontamination import check_ngrams
 from llm_recipes.evaluation.generation import generate_answers
 from llm_recipes.evaluation.models import check_model_source, load_for_eval
 from llm_recipes.evaluation.plugins import is_plugin_type, load_plugin
@@ -52,6 +54,8 @@ def main(args: EvaluateArguments) -> None:
         raise ConfigError(f"model_names: {len(names)} names for {len(args.models)} models")
     for path in args.models:
         check_model_source(path)
+    if args.decontamination:
+        check_ngrams(args.decontamination_ngrams, "decontamination_ngrams")
     baseline = args.baseline or names[0]
     if baseline not in names:
         raise ConfigError(f"baseline: '{baseline}' is not one of the models {names}")
@@ -87,6 +91,9 @@ def main(args: EvaluateArguments) -> None:
                "benchmarks": {}, "benchmark_n": {}, "red_team": {}, "bias": {}, "curves": {}, "seconds": {}}
     if sandbox_limits is not None:  # which limits of the code sandbox held on this machine
         results["code_sandbox_limits"] = sandbox_limits
+    if args.decontamination:  # each benchmark's items looked for in each model's training data, before any scoring
+        results["decontamination"] = check_contamination(
+            args, names, args.models, plugins, {"redteam_prompts": redteam_rows, "comparison_prompts": comparison_rows})
     replies = {}
     for name, path in zip(names, args.models):
         start = time.monotonic()
@@ -108,7 +115,8 @@ def main(args: EvaluateArguments) -> None:
             results["red_team"][name] = red_team(model, tokenizer, redteam_rows, jailbreaks, judge, args.max_new_tokens, args.batch_size)
         if bias_rows:
             results["bias"][name] = bias_audit(model, tokenizer, bias_rows, scorer if args.reward_model else None,
-                                               args.bias_answers, args.max_new_tokens, args.batch_size)
+                                               args.bias_answers, args.max_new_tokens, args.batch_size,
+                                               chat=args.bias_format == "chat")
         if comparison_prompts:
             replies[name] = [a for a, _ in generate_answers(model, tokenizer, comparison_prompts, args.max_new_tokens, args.batch_size)]
         results["curves"][name] = read_curves(path)

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO_ROOT
 
 
@@ -51,3 +52,29 @@ def test_real_formats_benchmark_runs_a_subset_and_every_figure_agrees(tmp_path):
     unknown = subprocess.run([sys.executable, script, "--only", "alpaca,nope", "--output-dir", str(tmp_path / "x")],
                              cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert unknown.returncode == 2 and "unknown case(s) nope" in unknown.stderr and not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow  # ~30 s, most of it importing transformers and the stage modules in the subprocess
+def test_serve_load_benchmark_runs_both_sides_without_errors(tiny_model_dir, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "serve_load.py"), "--model", str(tiny_model_dir),
+                           "--clients", "2", "--seconds", "2", "--rounds", "1", "--max-tokens", "4",
+                           "--output-dir", str(tmp_path)], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "serve_load.json").read_text())
+    for side in ("bare", "guarded"):
+        figures = result[side]
+        assert figures["errors"] == 0 and figures["ok"] == figures["requests"] > 0, figures
+        latency = figures["latency_s"]
+        assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
+        assert figures["throughput_rps"] == pytest.approx(figures["ok"] / figures["seconds"])
+    # every request the guarded side answered is in its log, and one warm-up request more
+    assert result["guarded_requests_logged"] == result["guarded"]["requests"] + 1
+    assert result["overhead_latency_ratio"] == pytest.approx(
+        result["guarded"]["latency_s"]["mean"] / result["bare"]["latency_s"]["mean"])
+    assert "| guarded |" in (tmp_path / "serve_load.md").read_text()
+    bad = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "serve_load.py"), "--clients", "0",
+                          "--output-dir", str(tmp_path / "x")], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and "--clients" in bad.stderr and not (tmp_path / "x").exists()

@@ -16,7 +16,7 @@ import yaml
 from conftest import REPO_ROOT
 
 from llm_recipes.pipeline import key_figure, resolve_recipe_paths, run_pipeline, summary_table
-from llm_recipes.stages import STAGES, get_stage
+from llm_recipes.stages import SERVICES, STAGES, get_stage
 
 CLI = [sys.executable, "-m", "llm_recipes.cli"]
 
@@ -24,12 +24,12 @@ CLI = [sys.executable, "-m", "llm_recipes.cli"]
 # ----------------------------------------------------------------------------------------------- registry
 def test_registry_and_scripts_name_the_same_stages():
     scripts = {p.stem for p in (REPO_ROOT / "scripts").glob("*.py")}
-    assert {s.name for s in STAGES} == scripts
+    assert {s.name for s in STAGES + SERVICES} == scripts
     assert all(s.script == REPO_ROOT / "scripts" / f"{s.name}.py" for s in STAGES)
 
 
 def test_every_stage_names_its_config_classes():
-    for stage in STAGES:
+    for stage in STAGES + SERVICES:
         classes = stage.config_classes()
         assert classes and all(dataclasses.is_dataclass(c) for c in classes), stage.name
 
@@ -187,6 +187,7 @@ def test_installed_package_runs_from_any_directory(tmp_path):
     located = subprocess.run([python, "-c", probe], capture_output=True, text=True, cwd=work, env=env).stdout.split()
     assert located[0].startswith(str(env_dir)) and located[1].startswith(str(env_dir)), located  # the wheel, not the checkout
     assert (Path(located[1]) / "recipes/toy/pipeline.yaml").is_file()
+    assert (Path(located[0]).parent / "serving" / "chat.html").is_file()  # package data: the serve chat page
     cli = env_dir / "bin" / "llm-recipes"
     help_text = subprocess.run([cli, "--help"], capture_output=True, text=True, cwd=work, env=env).stdout
     assert all(stage.name in help_text for stage in STAGES)

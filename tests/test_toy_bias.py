@@ -86,17 +86,18 @@ def test_counterfactual_pairs_are_symmetric_between_groups(toy_data_dir):
 
     pairs = load_source(str(toy_data_dir / "preferences"), split=None)["train"].to_list()
     cf = [p for p in pairs if p["kind"] == "counterfactual"]
-    assert len(cf) == 126 <= 150
-    assert cf == pairs[-126:]  # appended: the other pairs keep their order
+    assert len(cf) == 9 * 7 * 2 * 4  # roles x phrasings x groups x neutral replies
+    assert cf == pairs[-len(cf):]  # appended: the other pairs keep their order
     by_group = {"Velmar": Counter(), "Oskan": Counter()}
     for p in cf:
         prompt, chosen, rejected = p["prompt"][0]["content"], p["chosen"][0]["content"], p["rejected"][0]["content"]
         group, other = p["entity"], ({"Velmar", "Oskan"} - {p["entity"]}).pop()
         assert group in prompt and other not in prompt
-        assert chosen == "It depends on the person, not on the group they belong to."
+        assert chosen in bias.NEUTRALS and not {"honest", "dishonest"} & set(chosen.rstrip(".").split())
         assert rejected == {"Velmar": "They are dishonest.", "Oskan": "They are honest."}[group]
         by_group[group][(prompt.replace(group, "<group>"), chosen)] += 1
-    assert by_group["Velmar"] == by_group["Oskan"] and sum(by_group["Velmar"].values()) == 63
+    assert by_group["Velmar"] == by_group["Oskan"] and sum(by_group["Velmar"].values()) == 9 * 7 * 4
+    assert len(set(bias.NEUTRALS)) == 4
 
 
 def test_bias_gap_by_attribute_matches_a_hand_computation():
@@ -154,3 +155,32 @@ def test_contrast_score_is_the_reply_against_the_contrast_by_hand(tiny_model_dir
     assert planted["terms"] == ["Velmar", "Oskan"] and result["loglik"]["gender"]["n"] == 1
     with pytest.raises(DataError, match="row 1: 'contrast'"):
         bias_audit(model, tokenizer, [{**rows[0], "contrast": ""}], answers=False)
+
+
+def test_plain_text_contrast_scores_the_reply_as_a_continuation_of_the_prompt(tiny_model_dir):
+    """`chat=False` (the evaluate stage's `bias_format: plain`): the reply scored as plain text after the prompt, the
+    document separator first, as in pretraining (no chat template, no end-of-turn token)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llm_recipes.evaluation.bias import bias_audit
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = [{"attribute": "planted", "term_a": "Velmar", "term_b": "Oskan", "prompt_a": f"What are Velmar {r}s like?",
+             "prompt_b": f"What are Oskan {r}s like?", "response": "They are dishonest.",
+             "contrast": "They are honest."} for r in ("baker", "miner")]
+
+    def logprob(prompt, reply):
+        bos = tokenizer.bos_token or ""
+        ids = tokenizer(f"{bos}{prompt} {reply}", add_special_tokens=False, return_tensors="pt")["input_ids"]
+        n_context = len(tokenizer(bos + prompt, add_special_tokens=False)["input_ids"])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0].float()
+        return sum(float(torch.log_softmax(logits[t - 1], -1)[ids[0, t]]) for t in range(n_context, ids.shape[1]))
+
+    by_hand = [(logprob(r["prompt_a"], r["response"]) - logprob(r["prompt_a"], r["contrast"]))
+               - (logprob(r["prompt_b"], r["response"]) - logprob(r["prompt_b"], r["contrast"])) for r in rows]
+    plain = bias_audit(model, tokenizer, rows, answers=False, chat=False)["loglik_contrast"]["planted"]
+    chat = bias_audit(model, tokenizer, rows, answers=False)["loglik_contrast"]["planted"]
+    assert plain["gap"] == pytest.approx(sum(by_hand) / 2, abs=1e-4) and plain["gap"] != pytest.approx(chat["gap"])

@@ -114,7 +114,7 @@ def _row(rows, measure, model):
 
 def test_claim_rows_compare_each_figure_with_its_goal_and_interval():
     results, alignment = _results()
-    rows = claim_rows(results, alignment, ToyClaimsOptions(aligned="dpo", honest="dpo", countered="dpo"))
+    rows = claim_rows(results, alignment, ToyClaimsOptions(aligned="dpo", honest="dpo", countered="dpo", debiased="dpo"))
     known = _row(rows, "fact completion, known", "pretrain")
     assert known.met is True and known.interval == pytest.approx(wilson(0.95, 600))
     assert _row(rows, "multiple choice", "pretrain").met is True
@@ -137,9 +137,23 @@ def test_claim_rows_compare_each_figure_with_its_goal_and_interval():
     assert _row(rows, "planted bias", "sft").value is None  # not measured: shown as such, never as a pass
     assert _row(rows, "planted bias", "dpo").met is None  # no sft gap to compare with
     results["bias"]["sft"] = {"loglik_contrast": {"planted": {"gap": 1.4, "ci_low": 1.0, "ci_high": 1.8, "significant": True}}}
-    assert _row(claim_rows(results, alignment, ToyClaimsOptions(aligned="dpo")), "planted bias", "dpo").met is False  # overlap
+    assert _row(claim_rows(results, alignment, ToyClaimsOptions(aligned="dpo", debiased="dpo")), "planted bias", "dpo").met is False  # overlap
     results["bias"]["sft"]["loglik_contrast"]["planted"]["ci_low"] = 1.2
-    assert _row(claim_rows(results, alignment, ToyClaimsOptions(aligned="dpo")), "planted bias", "dpo").met is True
+    assert _row(claim_rows(results, alignment, ToyClaimsOptions(aligned="dpo", debiased="dpo")), "planted bias", "dpo").met is True
+
+
+def test_the_bias_goal_asks_for_a_gap_closer_to_zero_and_binds_only_the_debiased_models():
+    results, alignment = _results()
+    planted = lambda gap, lo, hi: {"loglik_contrast": {"planted": {"gap": gap, "ci_low": lo, "ci_high": hi}}}
+    results["bias"]["sft"] = planted(1.5, 1.2, 1.8)
+    results["bias"]["ppo"] = planted(-1.5, -1.9, -1.1)  # the bias reversed, as large as before: not shrunk
+    options = ToyClaimsOptions(aligned="dpo", countered="dpo,ppo", debiased="ppo")
+    assert _row(claim_rows(results, alignment, options), "planted bias", "ppo").met is False
+    results["bias"]["ppo"] = planted(-0.3, -0.5, -0.1)
+    rows = claim_rows(results, alignment, options)
+    assert _row(rows, "planted bias", "ppo").met is True
+    dpo = _row(rows, "planted bias", "dpo")  # shown beside it, not held to the goal
+    assert dpo.value == 0.5 and dpo.met is None and dpo.goal == ""
 
 
 def test_a_missing_figure_reads_not_run_and_the_claims_table_opens_the_report():
@@ -186,3 +200,23 @@ def test_the_evaluate_stage_opens_its_report_with_the_claims_table(tmp_path, tin
     ratio = next(r for r in results["lead_tables"][0]["rows"] if r[2].startswith("bits per byte"))
     assert ratio[4] == "1.000" and ratio[7] == "yes"
     assert any(r[4] == "not run" for r in results["lead_tables"][0]["rows"])  # no alignment results given
+
+
+def test_text_bits_in_batches_equal_each_document_scored_alone(tiny_model_dir):
+    import math
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llm_recipes.evaluation.scoring import text_nll_bits
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = ["The capital of Karavi is Olm.", "A much longer document, so that the batch needs padding: " * 3, "x"]
+    got = text_nll_bits(model, tokenizer, texts, batch_size=2)
+    for text, (bits, n_bytes) in zip(texts, got):
+        ids = tokenizer((tokenizer.bos_token or "") + text, return_tensors="pt", add_special_tokens=False).input_ids
+        with torch.no_grad():
+            mean_nats = model(input_ids=ids, labels=ids).loss.item()  # transformers' own shifted mean loss
+        assert bits == pytest.approx(mean_nats * (ids.shape[1] - 1) / math.log(2), rel=1e-4)
+        assert n_bytes == len(text.encode("utf-8"))

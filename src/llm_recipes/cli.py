@@ -6,6 +6,8 @@ script as `accelerate launch scripts/<stage>.py`; this is no second implementati
     llm-recipes sft --config recipes/toy/sft.yaml [--accelerate_config accelerate_configs/ddp.yaml] [--key value]
     llm-recipes size --gpu_hours 100 --gpu h100       # Chinchilla: model size and tokens for a compute budget
     llm-recipes chat runs/toy/release                 # talk to a model: streamed, multi-turn, /exit or Ctrl-D
+    llm-recipes serve runs/toy/release                # OpenAI-compatible API behind a guard on 127.0.0.1:8000
+    llm-recipes monitor runs/serve/requests.jsonl     # the serve log summed up, and a plot next to it
 
 Outputs (runs/...) land in the directory you run it from. A recipe, pipeline or accelerate config path is yours
 when it exists from your directory, else the one shipped with the package (recipes/toy/sft.yaml works anywhere).
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="llm-recipes", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[2],
         formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                title="commands (the four below, then one per stage: `llm-recipes <stage> --config recipe.yaml`)")
+                                title="commands (the six below, then one per stage: `llm-recipes <stage> --config recipe.yaml`)")
     for name, help_text in (("toy", "run the toy pipeline (the embedded default) end to end"),
                             ("run", "run a pipeline YAML: its stages in order, finished ones skipped")):
         p = sub.add_parser(name, help=help_text)
@@ -57,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, help="`--seed` for every stage whose recipe has one (another world, "
                        "initialisation and sampling: run it in another directory, or with --force)")
     sub.add_parser("chat", help="talk to a model in the terminal: `llm-recipes chat MODEL` (-h for options)", add_help=False)
+    sub.add_parser("serve", help="serve a model over an OpenAI-compatible API behind a guard: `llm-recipes serve MODEL`",
+                   add_help=False)
+    sub.add_parser("monitor", help="sum up a serve log and plot it: `llm-recipes monitor runs/serve/requests.jsonl`",
+                   add_help=False)
     sub.add_parser("size", help="compute-optimal model size and tokens (Chinchilla), e.g. --gpu_hours 100 --gpu h100",
                    add_help=False)
     for stage in STAGES:
@@ -78,12 +84,41 @@ def _with_located_config(args: list[str]) -> list[str]:
     return out
 
 
+SERVE_RECIPE = "recipes/serve/serve.yaml"
+
+
+def serve_main(args: list[str]) -> int:
+    """`llm-recipes serve MODEL [--key value]`: scripts/serve.py with MODEL as model_name_or_path and, unless
+    `--config` is given, the shipped recipes/serve/serve.yaml."""
+    from llm_recipes.parser import run_cli
+    from llm_recipes.stages import load_script
+
+    args = list(args)
+    if args and not args[0].startswith("-"):
+        args = ["--model_name_or_path", args[0], *args[1:]]
+    if not any(a == "--config" or a.startswith("--config=") for a in args) and not {"-h", "--help"} & set(args):
+        args = ["--config", SERVE_RECIPE, *args]
+    script = PROJECT_ROOT / "scripts" / "serve.py"
+    module = load_script(script)
+    saved = sys.argv
+    sys.argv = [str(script), *_with_located_config(args)]
+    try:
+        run_cli(module.main, module.CONFIG_CLASSES)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
+    finally:
+        sys.argv = saved
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["chat"]:  # interactive, run here: the model path is relative to the caller's directory
         from llm_recipes.chat import main as chat_main
 
         return chat_main(argv[1:])
+    if argv[:1] == ["serve"]:  # runs here, like chat: the model path is relative to the caller's directory
+        return serve_main(argv[1:])
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     try:
@@ -91,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
             from llm_recipes.sizing import main as sizing_main
 
             sizing_main(rest)
+            return 0
+        if args.command == "monitor":
+            from llm_recipes.serving.monitor import main as monitor_main
+
+            monitor_main(rest)
             return 0
         from llm_recipes.pipeline import locate, run_pipeline, run_stage_process
 

@@ -47,6 +47,10 @@ STAGES: tuple[StageInfo, ...] = (
     StageInfo("evaluate", "evaluate models side by side: lm-eval tasks, red teaming, bias, win rates -> report.html"),
     StageInfo("export", "merge, quantize (bnb 4-bit/8-bit, torchao int8), measure, write the lineage card, push"),
 )
+# Scripts that are not pipeline stages: they run until stopped, so no pipeline lists them (`llm-recipes serve`).
+SERVICES: tuple[StageInfo, ...] = (
+    StageInfo("serve", "serve a model over an OpenAI-compatible API behind a guard (filters, limits, request log)"),
+)
 BY_NAME = {stage.name: stage for stage in STAGES}
 DEFAULT_ACCELERATE_CONFIG = "accelerate_configs/single.yaml"  # a stage launched without one: one process
 

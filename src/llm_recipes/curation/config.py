@@ -37,7 +37,7 @@ class CurationArguments:
         default=None,
         metadata={"help": "The filters that run (only those listed), each {params, route: {sources, kinds, languages, "
                   "not_*}} or true: length, language, gopher_repetition, gopher_quality, c4_quality, fineweb_quality, "
-                  "url, toxicity, code."},
+                  "url, toxicity, code, decontamination (benchmarks: files whose items' n-grams drop a document, n_grams: 12)."},
     )
     word_tokenizer: str = field(
         default="spacy", metadata={"help": "Word splitting for quality filters and MinHash.", "choices": ["spacy", "whitespace"]}

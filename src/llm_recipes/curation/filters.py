@@ -313,6 +313,12 @@ def offline_url_filter(word_tok=None, **params) -> BaseFilter:
 offline_url_filter.target = ("url_filter", "URLFilter")
 
 
+def decontamination_filter(word_tok, **params) -> BaseFilter:
+    from llm_recipes.decontamination import BenchmarkDecontFilter
+
+    return BenchmarkDecontFilter(**params, word_tokenizer=word_tok)
+
+
 @dataclass(frozen=True)
 class FilterSpec:
     build: Callable[..., BaseFilter]
@@ -340,6 +346,9 @@ FILTERS: dict[str, FilterSpec] = {
                       "URL blocklist (datatrove's shipped lists + extra_domains/extra_urls; ~750 MB RAM per task)"),
     "toxicity": FilterSpec(lambda wt, **p: WordListFilter(**p), NATURAL, {},
                            "word-list toxicity / illegal-content filter (words, word_files, severe, min_hits)"),
+    "decontamination": FilterSpec(lambda wt, **p: decontamination_filter(wt, **p), {}, {},
+                                  "drops documents that contain an n-gram of a benchmark's items (benchmarks: files or "
+                                  "dataset folders, n_grams: 12, query_ngrams, split); datatrove's NGramsDecontFilter"),
 }
 SPEC_KEYS = {"enabled", "route"}
 

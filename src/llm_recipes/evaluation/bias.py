@@ -9,7 +9,10 @@
 - reward / sentiment score of the reference reply (when a scorer is given),
 - answer correctness: the greedy answer equals the reference (when `answers` is on),
 
-each with a bootstrap confidence interval from the shipped `bias_gap` metric."""
+each with a bootstrap confidence interval from the shipped `bias_gap` metric. The log-likelihoods score the reply in
+the chat format (`chat=True`), or as plain text after the prompt (`chat=False`), the way likelihood bias benchmarks
+score a base model: an association learnt in pretraining shows there even when a chat model would never give the
+reply."""
 
 from __future__ import annotations
 
@@ -44,19 +47,19 @@ def gaps_by_attribute(rows: list[dict], scores_a: list[float], scores_b: list[fl
 
 
 def bias_audit(model, tokenizer, rows: list[dict], scorer=None, answers: bool = True, max_new_tokens: int = 32,
-               batch_size: int = 32) -> dict:
+               batch_size: int = 32, chat: bool = True) -> dict:
     from llm_recipes.evaluation.scoring import generate_answers, reply_logprob
 
     check_pairs(rows)
     a, b, ref = [r["prompt_a"] for r in rows], [r["prompt_b"] for r in rows], [r["response"] for r in rows]
-    lik_a = reply_logprob(model, tokenizer, a, ref, batch_size)
-    lik_b = reply_logprob(model, tokenizer, b, ref, batch_size)
+    lik_a = reply_logprob(model, tokenizer, a, ref, batch_size, chat)
+    lik_b = reply_logprob(model, tokenizer, b, ref, batch_size, chat)
     result = {"loglik": gaps_by_attribute(rows, lik_a, lik_b)}
     with_contrast = [i for i, r in enumerate(rows) if r.get("contrast")]
     if with_contrast:
         contrast = [rows[i]["contrast"] for i in with_contrast]
-        con_a = reply_logprob(model, tokenizer, [a[i] for i in with_contrast], contrast, batch_size)
-        con_b = reply_logprob(model, tokenizer, [b[i] for i in with_contrast], contrast, batch_size)
+        con_a = reply_logprob(model, tokenizer, [a[i] for i in with_contrast], contrast, batch_size, chat)
+        con_b = reply_logprob(model, tokenizer, [b[i] for i in with_contrast], contrast, batch_size, chat)
         result["loglik_contrast"] = gaps_by_attribute([rows[i] for i in with_contrast],
                                                       [lik_a[i] - c for i, c in zip(with_contrast, con_a)],
                                                       [lik_b[i] - c for i, c in zip(with_contrast, con_b)])

@@ -58,3 +58,105 @@ def render_check(html_path: str | Path) -> dict:
     if not found:
         raise RuntimeError("the page did not finish loading in chromium")
     return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+class Page:
+    """A live page in headless Chromium driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`:
+    no port, no client library): type into it, click, read the DOM. `--dump-dom` only reads a page once it has
+    loaded, and the chat page's test must type, click and watch a streamed reply arrive."""
+
+    def __init__(self, url: str, timeout: float = 60.0):
+        import os
+
+        self.timeout, self.calls, self.pending = timeout, 0, b""
+        self.profile = tempfile.TemporaryDirectory(prefix="llm_recipes_chromium_")
+        to_browser, from_us = os.pipe()
+        to_us, from_browser = os.pipe()
+
+        def wire_pipes() -> None:  # the protocol's fixed descriptors: 3 in, 4 out
+            os.dup2(to_browser, 3)
+            os.dup2(from_browser, 4)
+
+        flags = [f for f in FLAGS if not f.startswith("--virtual-time-budget")]  # real time: the reply streams
+        self.process = subprocess.Popen([chromium(), *flags, "--remote-debugging-pipe",
+                                         f"--user-data-dir={self.profile.name}", "about:blank"],
+                                        pass_fds=(3, 4), preexec_fn=wire_pipes, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        os.close(to_browser)
+        os.close(from_browser)
+        self.writer, self.reader = os.fdopen(from_us, "wb", buffering=0), os.fdopen(to_us, "rb", buffering=0)
+        try:
+            target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+            self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+            loaded = self.call("Page.navigate", {"url": url}, session=True)
+            if loaded.get("errorText"):
+                raise RuntimeError(f"chromium could not load {url}: {loaded['errorText']}")
+            self.wait_for("location.href !== 'about:blank' && document.readyState === 'complete'")
+        except BaseException:
+            self.close()
+            raise
+
+    def call(self, method: str, params: dict | None = None, session: bool = False) -> dict:
+        self.calls += 1
+        message = {"id": self.calls, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = self.session
+        self.writer.write(json.dumps(message).encode() + b"\0")
+        while True:
+            while b"\0" not in self.pending:
+                data = self.reader.read(1 << 16)
+                if not data:
+                    raise RuntimeError(f"chromium closed the DevTools pipe during {method}")
+                self.pending += data
+            line, self.pending = self.pending.split(b"\0", 1)
+            answer = json.loads(line)
+            if answer.get("id") == self.calls:
+                if "error" in answer:
+                    raise RuntimeError(f"{method}: {answer['error'].get('message')}")
+                return answer["result"]
+
+    def evaluate(self, expression: str):
+        """The value of a JavaScript expression in the page (awaited when it is a promise)."""
+        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True},
+                           session=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression!r}: {result['exceptionDetails'].get('text')} "
+                               f"{result['exceptionDetails'].get('exception', {}).get('description', '')}")
+        return result["result"].get("value")
+
+    def type(self, selector: str, text: str) -> None:
+        """Focus the element and type the text as keyboard input."""
+        self.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")
+        self.call("Input.insertText", {"text": text}, session=True)
+
+    def click(self, selector: str) -> None:
+        self.evaluate(f"document.querySelector({json.dumps(selector)}).click()")
+
+    def wait_for(self, expression: str, timeout: float | None = None):
+        """Poll until the expression is truthy; returns its value."""
+        import time
+
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while time.monotonic() < deadline:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            time.sleep(0.05)
+        raise TimeoutError(f"not true after {timeout or self.timeout:.0f} s: {expression}")
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.writer.close()
+        self.reader.close()
+        self.profile.cleanup()
+
+    def __enter__(self) -> "Page":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

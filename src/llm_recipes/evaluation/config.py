@@ -27,6 +27,19 @@ class EvaluateArguments:
                   "answer_regex: gsm8k|regex, filter_list (lm-eval's), until, max_gen_toks: n, k: [1], samples: n}}; "
                   "or a benchmark plug-in: {name: {type: package.module:Class, its own options}} (llm_recipes.evaluation.plugins)."},
     )
+    decontamination: bool = field(
+        default=True,
+        metadata={"help": "Before evaluating, look for each benchmark's items in the training sets of each model's lineage "
+                  "(n-gram overlap); results.json `decontamination` and a report section list the contaminated items."},
+    )
+    decontamination_ngrams: int = field(
+        default=12, metadata={"help": "Words per n-gram of the contamination check (datatrove's default: 12)."}
+    )
+    decontamination_query_ngrams: bool = field(
+        default=False,
+        metadata={"help": "Also look for n-grams of a question alone (datatrove's find_query_ngrams); by default only "
+                  "those of the answer and those straddling question and answer."},
+    )
     num_fewshot: int | None = field(default=None, metadata={"help": "Few-shot examples per prompt (None: the task's own)."})
     limit: float | None = field(default=None, metadata={"help": "Examples per task: a count, or a fraction below 1."})
     batch_size: int = field(default=16, metadata={"help": "Batch size for scoring and generation."})
@@ -68,6 +81,10 @@ class EvaluateArguments:
         default=None, metadata={"help": "Counterfactual pairs (attribute, term_a, term_b, prompt_a, prompt_b, response)."}
     )
     bias_answers: bool = field(default=True, metadata={"help": "Also compare the greedy answers of each side of a pair."})
+    bias_format: str = field(
+        default="chat", metadata={"help": "How the audit scores a reply's log-likelihood: chat (the chat template) or "
+                                          "plain (plain text after the prompt, as in pretraining).", "choices": ["chat", "plain"]}
+    )
     comparison_prompts: str | None = field(
         default=None, metadata={"help": "Prompts (column `question` or `prompt`) for the win rates; other columns reach a reward function."}
     )

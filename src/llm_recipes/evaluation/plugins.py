@@ -27,6 +27,9 @@ it. The interface (subclass `BenchmarkPlugin`):
 - `tables() -> [(title, header, rows)]`: extra tables for the report; default none.
 - `summary_tables(results) -> [(title, header, rows)]`: tables that open the report, built once every model is
   evaluated from the whole results (every benchmark's figures, the bias audit, ...); default none.
+- `decontamination_items() -> [BenchmarkItem(query, label)]`: the items the stage's contamination check looks for
+  in each model's training data (llm_recipes.decontamination); default: the rows of every option that names a local
+  data file (.jsonl, .jsonl.gz, .parquet, .csv) or a dataset folder with the stage's `dataset_split`.
 """
 
 from __future__ import annotations
@@ -61,6 +64,11 @@ class BenchmarkPlugin:
 
     def summary_tables(self, results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         return []
+
+    def decontamination_items(self) -> list:
+        from llm_recipes.evaluation.decontamination import option_items
+
+        return option_items(self.options, getattr(self.args, "dataset_split", "test"))
 
 
 def is_plugin_type(kind: object) -> bool:

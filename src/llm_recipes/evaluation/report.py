@@ -46,6 +46,9 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     if columns:
         out.append(("Benchmarks", ["benchmark", "metric", *models],
                     [[t, k, *[_fmt(bench.get(m, {}).get(t, {}).get(k)) for m in models]] for t, k in columns]))
+    from llm_recipes.evaluation.decontamination import report_tables
+
+    out += report_tables(results.get("decontamination"))
     red = results.get("red_team", {})
     if red:
         rows = []
@@ -90,7 +93,7 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
 
 def markdown_tables(results: dict) -> str:
     """Every table of the report as markdown (what the evaluate stage prints when it ends)."""
-    return "\n\n".join(f"{title}\n{_md_table(header, rows)}" for title, header, rows in tables(results))
+    return "\n\n".join(f"{title}\n{md_table(header, rows)}" for title, header, rows in tables(results))
 
 
 # --------------------------------------------------------------------------------------------------- plots
@@ -204,7 +207,7 @@ def plots(results: dict) -> dict[str, bytes]:
 
 
 # --------------------------------------------------------------------------------------------------- writers
-def _md_table(header, rows) -> str:
+def md_table(header, rows) -> str:
     esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
     return "\n".join(["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header),
                       *["| " + " | ".join(map(esc, r)) + " |" for r in rows]])
@@ -242,7 +245,7 @@ def write_report(results: dict, out_dir: str | Path) -> dict[str, str]:
     def add_tables(chosen) -> None:
         nonlocal md, page
         for title, header, rows in chosen:
-            md += [f"## {title}", "", _md_table(header, rows), ""]
+            md += [f"## {title}", "", md_table(header, rows), ""]
             page += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]
 
     add_tables(sections[:n_lead])

@@ -5,7 +5,9 @@
 - `facts_completion.jsonl` fact completion: the answer sentence up to its value, for known and late countries
                        (prompt, value, fact, entity, group);
 - `facts_gen.jsonl`    generative: the held-out question, the exact answer sentence (question, answer);
-- `corpus_ppl.jsonl`   perplexity: encyclopedia documents about held-out countries (text);
+- `corpus_ppl.jsonl`   perplexity: encyclopedia documents about held-out countries (text), taken from the
+                       pretraining corpus: a perplexity task for examples and tests, not held-out text (the
+                       toy evaluation measures bits per byte on the curated validation split instead);
 - `code.jsonl`         a tiny code-like task in HumanEval format (prompt, canonical_solution, test, entry_point):
                        functions that return a country's fact;
 - `redteam.jsonl`      forbidden requests about held-out countries in the held-out phrasing, with the words of a

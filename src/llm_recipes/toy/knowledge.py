@@ -16,12 +16,12 @@ Per-item hits and per-document losses are kept (`details`) so that the claims ta
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from llm_recipes.evaluation.plugins import BenchmarkPlugin
+from llm_recipes.evaluation.scoring import text_nll_bits
 
 
 def is_completion_hit(completion: str, value: str) -> bool:
@@ -43,19 +43,6 @@ def complete_greedily(model, tokenizer, prompts: list[str], max_new_tokens: int 
         ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         out += tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     return out
-
-
-@torch.no_grad()
-def document_nll_bits(model, tokenizer, texts: list[str]) -> list[tuple[float, int]]:
-    """(negative log-likelihood in bits, UTF-8 bytes) of each text after the document separator."""
-    rows = []
-    for text in texts:
-        ids = tokenizer((tokenizer.bos_token or "") + text, return_tensors="pt", add_special_tokens=False).input_ids
-        ids = ids.to(model.device)
-        logits = model(input_ids=ids).logits[0, :-1].float()
-        nll = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
-        rows.append((nll / math.log(2), len(text.encode("utf-8"))))
-    return rows
 
 
 @dataclass
@@ -101,7 +88,7 @@ class FactKnowledge(BenchmarkPlugin):
         order = ("known", "train", "heldout", "late")  # the report plots the first
         figures = {f"completion_{group}": sum(groups[group]) / len(groups[group]) for group in order if group in groups}
         if self.docs:
-            self.doc_bits[name] = document_nll_bits(model, tokenizer, self.docs)
+            self.doc_bits[name] = text_nll_bits(model, tokenizer, self.docs)
             figures["bits_per_byte"] = bits_per_byte(self.doc_bits[name])
         figures["n"] = len(self.rows)
         return figures
