@@ -8,6 +8,7 @@ script as `accelerate launch scripts/<stage>.py`; this is no second implementati
     llm-recipes chat runs/toy/release                 # talk to a model: streamed, multi-turn, /exit or Ctrl-D
     llm-recipes serve runs/toy/release                # OpenAI-compatible API behind a guard on 127.0.0.1:8000
     llm-recipes monitor runs/serve/requests.jsonl     # the serve log summed up, and a plot next to it
+    llm-recipes update --config recipes/update/update.yaml  # feedback -> DPO -> evaluation -> release if gates hold
 
 Outputs (runs/...) land in the directory you run it from. A recipe, pipeline or accelerate config path is yours
 when it exists from your directory, else the one shipped with the package (recipes/toy/sft.yaml works anywhere).
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="llm-recipes", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[2],
         formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                title="commands (the six below, then one per stage: `llm-recipes <stage> --config recipe.yaml`)")
+                                title="commands (the seven below, then one per stage: `llm-recipes <stage> --config recipe.yaml`)")
     for name, help_text in (("toy", "run the toy pipeline (the embedded default) end to end"),
                             ("run", "run a pipeline YAML: its stages in order, finished ones skipped")):
         p = sub.add_parser(name, help=help_text)
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="serve a model over an OpenAI-compatible API behind a guard: `llm-recipes serve MODEL`",
                    add_help=False)
     sub.add_parser("monitor", help="sum up a serve log and plot it: `llm-recipes monitor runs/serve/requests.jsonl`",
+                   add_help=False)
+    sub.add_parser("update", help="a serve log's feedback -> DPO -> evaluate -> release if no gate regresses",
                    add_help=False)
     sub.add_parser("size", help="compute-optimal model size and tokens (Chinchilla), e.g. --gpu_hours 100 --gpu h100",
                    add_help=False)
@@ -90,15 +93,20 @@ SERVE_RECIPE = "recipes/serve/serve.yaml"
 def serve_main(args: list[str]) -> int:
     """`llm-recipes serve MODEL [--key value]`: scripts/serve.py with MODEL as model_name_or_path and, unless
     `--config` is given, the shipped recipes/serve/serve.yaml."""
-    from llm_recipes.parser import run_cli
-    from llm_recipes.stages import load_script
-
     args = list(args)
     if args and not args[0].startswith("-"):
         args = ["--model_name_or_path", args[0], *args[1:]]
     if not any(a == "--config" or a.startswith("--config=") for a in args) and not {"-h", "--help"} & set(args):
         args = ["--config", SERVE_RECIPE, *args]
-    script = PROJECT_ROOT / "scripts" / "serve.py"
+    return run_here("serve", args)
+
+
+def run_here(name: str, args: list[str]) -> int:
+    """Run scripts/<name>.py in this process (paths relative to the caller's directory), as `python` would."""
+    from llm_recipes.parser import run_cli
+    from llm_recipes.stages import load_script
+
+    script = PROJECT_ROOT / "scripts" / f"{name}.py"
     module = load_script(script)
     saved = sys.argv
     sys.argv = [str(script), *_with_located_config(args)]
@@ -119,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         return chat_main(argv[1:])
     if argv[:1] == ["serve"]:  # runs here, like chat: the model path is relative to the caller's directory
         return serve_main(argv[1:])
+    if argv[:1] == ["update"]:  # runs here; it launches its DPO and evaluate stages itself, each as a pipeline does
+        return run_here("update", argv[1:])
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     try:

@@ -374,10 +374,12 @@ MODEL_KEYS = {
     "reference_model": True, "models": True,
 }
 DATA_KEYS = ("dataset_name", "questions", "preferences", "prompts", "ptx_dataset_name", "eval_dataset",
-             "redteam_prompts", "jailbreaks", "bias_pairs", "comparison_prompts", "constitution", "few_shot")
+             "redteam_prompts", "jailbreaks", "bias_pairs", "comparison_prompts", "constitution", "few_shot",
+             "feedback_log", "original_preferences")
 REQUIRED = {
     "ModelArguments": ("model_name_or_path",), "AlignmentModelArguments": ("model_name_or_path",),
     "CAIArguments": ("model_name_or_path",), "EvaluateArguments": ("models",), "TokenizerArguments": ("dataset_name",),
+    "UpdateArguments": ("feedback_log", "model_name_or_path"),
 }
 DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt", ".yaml", ".yml")
 

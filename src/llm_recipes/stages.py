@@ -47,9 +47,11 @@ STAGES: tuple[StageInfo, ...] = (
     StageInfo("evaluate", "evaluate models side by side: lm-eval tasks, red teaming, bias, win rates -> report.html"),
     StageInfo("export", "merge, quantize (bnb 4-bit/8-bit, torchao int8), measure, write the lineage card, push"),
 )
-# Scripts that are not pipeline stages: they run until stopped, so no pipeline lists them (`llm-recipes serve`).
+# Scripts that are not pipeline stages, so no pipeline lists them: `llm-recipes serve` runs until stopped, and
+# `llm-recipes update` runs stages itself (DPO and evaluate, as a pipeline) around a served model's feedback.
 SERVICES: tuple[StageInfo, ...] = (
     StageInfo("serve", "serve a model over an OpenAI-compatible API behind a guard (filters, limits, request log)"),
+    StageInfo("update", "feedback in a serve log -> preference pairs -> DPO -> evaluation -> release if the gates hold"),
 )
 BY_NAME = {stage.name: stage for stage in STAGES}
 DEFAULT_ACCELERATE_CONFIG = "accelerate_configs/single.yaml"  # a stage launched without one: one process

@@ -19,33 +19,14 @@ and from the alignment evaluation's results.json. A figure that is missing shows
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import binomtest
 
 from llm_recipes.errors import DataError
+from llm_recipes.evaluation.intervals import Interval, difference_interval, wilson
 from llm_recipes.evaluation.plugins import BenchmarkPlugin
-
-Interval = tuple[float, float]
-
-
-def wilson(rate: float, n: int) -> Interval:
-    """95% Wilson score interval of a proportion measured on n items."""
-    if not n:
-        return (math.nan, math.nan)
-    ci = binomtest(round(rate * n), n).proportion_ci(confidence_level=0.95, method="wilson")
-    return (float(ci.low), float(ci.high))
-
-
-def difference_interval(p1: float, n1: int, p2: float, n2: int) -> Interval:
-    """95% interval of p1 - p2 from the two Wilson intervals (Newcombe's hybrid score method)."""
-    l1, u1 = wilson(p1, n1)
-    l2, u2 = wilson(p2, n2)
-    d = p1 - p2
-    return (d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))
 
 
 def ratio_interval(a: list[tuple[float, int]], b: list[tuple[float, int]], n_bootstrap: int = 2000, seed: int = 0) -> Interval:
