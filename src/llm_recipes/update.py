@@ -56,11 +56,6 @@ def _text(content: Any) -> str:
     return str(content or "")
 
 
-def _prompt_key(messages: list) -> str:
-    # the guard's rule for "the same prompt" (a choice must be between two replies to it)
-    return hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
 def _verdict(record: dict, star_threshold: int) -> int:
     """+1 good, -1 bad, 0 neither."""
     rating = record["rating"]
@@ -71,7 +66,7 @@ def _verdict(record: dict, star_threshold: int) -> int:
 
 def feedback_pairs(records: list[dict], star_threshold: int = 4) -> FeedbackPairs:
     """Preference pairs from the serve log's records (see the module docstring for the rules)."""
-    from llm_recipes.serving.config import CHAT_PATH, FEEDBACK_PATH
+    from llm_recipes.serving.config import CHAT_PATH, FEEDBACK_PATH, prompt_digest
 
     replies = {r["request_id"]: r for r in records
                if r["path"] == CHAT_PATH and r["status"] == 200 and r.get("request_id")}
@@ -126,7 +121,7 @@ def feedback_pairs(records: list[dict], star_threshold: int = 4) -> FeedbackPair
         if verdict == 0:
             counts["ratings_neutral"] += 1
             continue
-        group = by_prompt.setdefault(_prompt_key(replies[request_id]["messages"]), {1: [], -1: []})
+        group = by_prompt.setdefault(prompt_digest(replies[request_id]["messages"]), {1: [], -1: []})
         group[verdict].append(request_id)
     for group in by_prompt.values():
         if not group[1] or not group[-1]:

@@ -3,12 +3,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 ACTIONS = ("block", "redact", "log")
 CHAT_PATH = "/v1/chat/completions"
 FEEDBACK_PATH = "/v1/feedback"  # ratings and choices, written to the request log (`llm-recipes monitor` reads both)
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def prompt_digest(messages: Any) -> str:
+    """What makes two logged replies answers to the same prompt (a choice needs it; the update step pairs ratings
+    by it): the digest of the logged messages."""
+    return hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def _check_action(action: str) -> None:

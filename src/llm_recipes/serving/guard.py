@@ -11,7 +11,6 @@ a reply, or a choice between two replies to the same prompt, appended to the sam
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import re
@@ -31,7 +30,7 @@ from llm_recipes.errors import ConfigError
 from llm_recipes.parser import build_options
 from llm_recipes.redaction import scrub
 from llm_recipes.serving.config import (CHAT_PATH, FEEDBACK_PATH, FILTER_KINDS, PIIFilterArguments,
-                                        ToxicityFilterArguments)
+                                        ToxicityFilterArguments, prompt_digest)
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -161,8 +160,7 @@ class RequestLog:
 
     def index(self, record: dict) -> None:
         if record.get("path") == CHAT_PATH and record.get("status") == 200 and record.get("request_id"):
-            prompt = json.dumps(record.get("messages"), sort_keys=True, ensure_ascii=False)
-            self.replies[record["request_id"]] = hashlib.sha256(prompt.encode()).hexdigest()
+            self.replies[record["request_id"]] = prompt_digest(record.get("messages"))
 
     def clean(self, value: Any) -> Any:
         if isinstance(value, str):
