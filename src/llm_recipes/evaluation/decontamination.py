@@ -96,30 +96,14 @@ def _rows_of_files(files: list[str]) -> Iterator[dict]:
 
 
 def folder_rows(path: Path, split: str | None) -> Iterator[dict]:
-    """The rows of a dataset folder (Hub layout, or saved by `datasets`): `split`, none where it lacks it; or, with
+    """The rows of a dataset folder (any layout the data loader reads): `split`, none where it lacks it; or, with
     split None, its train split where it has one, else every split."""
     from llm_recipes.data import load_source
-    from llm_recipes.evaluation.tasks import _data_splits
 
-    if any((path / name).is_file() for name in SAVED_DATASET_FILES):
-        import datasets
-
-        loaded = datasets.load_from_disk(str(path))
-        loaded = datasets.DatasetDict({"train": loaded}) if isinstance(loaded, datasets.Dataset) else loaded
-        names = [split] if split is not None else (["train"] if "train" in loaded else list(loaded))
-        for name in names:
-            yield from loaded[name] if name in loaded else ()
-        return
-    try:
-        splits = _data_splits(str(path))
-    except RecipeError:  # a folder of .txt files and the like: the data loader's own reading
-        loaded = load_source(str(path), split=None)
-        names = [split] if split is not None else (["train"] if "train" in loaded else list(loaded))
-        for name in names:
-            yield from loaded[name] if name in loaded else ()
-        return
-    names = [split] if split is not None else (["train"] if "train" in splits else list(splits))
-    yield from _rows_of_files([f for name in names for f in splits.get(name, [])])
+    loaded = load_source(str(path), split=None)
+    names = [split] if split is not None else (["train"] if "train" in loaded else list(loaded))
+    for name in names:
+        yield from loaded[name] if name in loaded else ()
 
 
 def training_rows(ref: str) -> Iterator[dict]:
