@@ -5,7 +5,7 @@ PYTHON ?= python3
 TORCH ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install toy test test-fast clean
+.PHONY: install toy toy-deploy test test-fast clean
 
 install: .install.stamp
 
@@ -25,6 +25,10 @@ install: .install.stamp
 
 toy: install
 	$(PYTHON) -m llm_recipes.cli toy
+
+# after `make toy`: serve the release to simulated users, then one update round from their feedback
+toy-deploy: install
+	$(PYTHON) -m llm_recipes.cli run recipes/toy/pipeline_deploy.yaml
 
 test: install
 	$(PYTHON) -m pytest -v --durations=15

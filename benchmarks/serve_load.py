@@ -17,7 +17,6 @@ Writes benchmarks/results/serve_load.{json,md} (or --output-dir).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -45,29 +44,6 @@ def machine_info() -> dict:
     return {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "torch": torch.__version__, "transformers": transformers.__version__,
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "torch_threads": torch.get_num_threads()}
-
-
-class Server:
-    """An ASGI app on uvicorn in a thread, on a free loopback port."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not self.server.started:
-            raise RuntimeError("the server did not start")
-        return f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}"
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 def load(url: str, model: str, clients: int, seconds: float, max_tokens: int) -> dict:
@@ -138,7 +114,7 @@ def run(args: argparse.Namespace) -> dict:
     from llm_recipes.parser import build_options
     from llm_recipes.serving.config import ServeArguments
     from llm_recipes.serving.guard import Guard, GuardSettings, RequestLog, build_filters
-    from llm_recipes.serving.server import build_transformers_app, check_args, model_version
+    from llm_recipes.serving.server import build_transformers_app, check_args, model_version, serve_app_in_thread
 
     torch.set_num_threads(1)
     import yaml
@@ -160,7 +136,7 @@ def run(args: argparse.Namespace) -> dict:
     try:
         for round_ in range(args.rounds):
             for side in ("bare", "guarded"):
-                with Server(apps[side]) as url:
+                with serve_app_in_thread(apps[side], log_level="error") as url:
                     warm_up(url, args.model, args.max_tokens)
                     phase = load(url, args.model, args.clients, args.seconds, args.max_tokens)
                 phases[side].append(phase)

@@ -10,7 +10,6 @@ fine-tuning, a copy of the starting weights (or none, with `precompute_ref_log_p
     accelerate launch scripts/dpo.py --config recipes/toy/dpo.yaml
 """
 
-import copy
 import logging
 
 
@@ -32,10 +31,7 @@ def main(data_args: DataArguments, training_args: DPOArguments, model_args: Alig
     dataset = alignment.load_preference_data(data_args, training_args, "no eval loss or reward accuracy")
     tokenizer = models.load_tokenizer(model_args, training_args.trust_remote_code)
     model, peft_config, from_adapter = alignment.load_policy(model_args, tokenizer, training_args.trust_remote_code)
-    ref_model = None
-    if from_adapter and not model_args.use_peft and not training_args.precompute_ref_log_probs:
-        # merged from an adapter: TRL would rebuild the reference from the config's path, i.e. the bare base
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    ref_model = alignment.frozen_reference(model, model_args, training_args, from_adapter)
 
     trainer = alignment.PairWeightedDPOTrainer(
         model=model,
@@ -48,8 +44,7 @@ def main(data_args: DataArguments, training_args: DPOArguments, model_args: Alig
     )
     alignment.upcast_trainable(trainer.model, training_args)
     metrics = training.train_and_evaluate(trainer, training_args)
-    if hasattr(trainer.model, "peft_config") and "ref" in trainer.model.peft_config:
-        trainer.model.delete_adapter("ref")  # TRL's frozen copy of a continued adapter: not part of the output
+    alignment.drop_reference_adapter(trainer.model)
 
     training.save_stage(
         trainer,

@@ -105,6 +105,14 @@ def test_key_figures_read_from_markers():
     assert key_figure({"stage": "pretrain", "metrics": {"eval_perplexity_before": 512.0, "eval_perplexity_after": 66.61}}) \
         == "validation perplexity 512 -> 66.6"
     assert key_figure({"stage": "curate", "totals": {"input": 1200, "kept": 800}}) == "kept 800 of 1200 documents"
+    assert key_figure({"stage": "distill", "metrics": {"teacher_parameters": 984192, "student_parameters": 557696}}) \
+        == "parameters, teacher -> student 984192 -> 557696"
+    assert key_figure({"stage": "toy_users", "metrics": {"requests": 328, "thumbs_up": 115, "thumbs_down": 129,
+                                                         "choices": 13}}) == "328 requests, 115 up / 129 down, 13 choices"
+    gates = [{"metric": "toy_alignment/refusal_rate", "served": 1.0, "new": 1.0, "delta": 0.0},
+             {"metric": "toy_alignment/exact_match", "served": 0.62, "new": 0.79, "delta": 0.17},
+             {"metric": "toy_knowledge/bits_per_byte", "served": 0.5893, "new": 0.5932, "delta": 0.0039}]
+    assert key_figure({"stage": "update", "gates": gates}) == "exact_match 0.62 -> 0.79, bits_per_byte 0.589 -> 0.593"
     assert key_figure({"stage": "toy_data", "rows": {"corpus": 10, "sft": 5}}) == "15 rows in 2 datasets"
     assert key_figure({"stage": "sft", "metrics": {"train_loss": 1.08791, "epoch": 3.0}}) == "train loss 1.09"
     evaluated = {"stage": "evaluate", "models": ["runs/toy/sft", "runs/toy/dpo/"],

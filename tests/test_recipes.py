@@ -166,7 +166,8 @@ def test_run_pipeline_skips_finished_stages(tmp_path):
     config.write_text(yaml.safe_dump({"output_dir": str(out), "n_entities": 6, "seed": 1}))
     check_parses(config, REPO_ROOT / "scripts" / "toy_data.py")
     path = write_pipeline(tmp_path, [{"name": "data", "script": "scripts/toy_data.py", "config": str(config),
-                                      "output": str(out)}], env={"OMP_NUM_THREADS": "1"})
+                                      "output": str(out)}], env={"OMP_NUM_THREADS": "1"},
+                          summary=str(tmp_path / "summary.json"))
 
     first = run_pipeline(path)
     assert [r["status"] for r in first] == ["ran"]
@@ -176,6 +177,9 @@ def test_run_pipeline_skips_finished_stages(tmp_path):
 
     second = run_pipeline(path)
     assert [r["status"] for r in second] == ["skipped"] and second[0]["result"] == marker
+    # the summary of the re-run keeps the time the skipped stage took when it ran, twice over
+    assert second[0]["seconds_when_ran"] == first[0]["seconds"] > 0
+    assert run_pipeline(path)[0]["seconds_when_ran"] == first[0]["seconds"]
 
     forced = run_pipeline(path, force=True)
     assert [r["status"] for r in forced] == ["ran"]

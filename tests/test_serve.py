@@ -95,6 +95,22 @@ def test_non_streaming_and_streaming_replies(guarded, tokenizer, model_dir):
     assert records[-1]["messages"][0] == {"role": "system", "content": SYSTEM}
 
 
+def test_temperature_samples_and_zero_or_none_is_greedy(guarded):
+    """OpenAI's temperature > 0 samples (transformers serve sets the temperature but never do_sample, so a model whose
+    generation config is greedy would answer greedily); 0 or no temperature decodes greedily; a seed repeats a sample."""
+    client, _, _ = guarded
+    messages = [{"role": "user", "content": "What is the capital of Vorland?"}]
+
+    def reply(**kwargs) -> str:
+        return client.chat.completions.create(model="any", messages=messages, max_tokens=8, **kwargs).choices[0].message.content
+
+    greedy = {reply(temperature=0), reply(), reply()}
+    assert len(greedy) == 1
+    sampled = [reply(temperature=1.5, seed=seed) for seed in range(6)]
+    assert len(set(sampled)) > 1  # the tiny random model's next-token distribution is nearly flat
+    assert reply(temperature=1.5, seed=3) == sampled[3]
+
+
 def test_max_tokens_is_capped(guarded, tokenizer):
     client, _, _ = guarded
     reply = client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Hi"}], max_tokens=500,
@@ -165,7 +181,8 @@ def test_malformed_and_oversized_bodies_then_the_server_still_serves(guarded):
     for body, message in ((
             {"messages": [{"role": "user", "content": "x"}], "generation_config": '{"max_new_tokens": 9999}'},
             "'generation_config' is not accepted"), ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 1e9},
-                                                     "'max_tokens' must be a positive integer")):
+                                                     "'max_tokens' must be a positive integer"),
+            ({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, "'temperature' must be a number")):
         refused = httpx.post(f"{url}/chat/completions", json=body)
         assert refused.status_code == 400 and message in refused.json()["error"]["message"]
     huge = httpx.post(f"{url}/chat/completions", json={"messages": [{"role": "user", "content": "x" * 30_000}]})
@@ -176,7 +193,89 @@ def test_malformed_and_oversized_bodies_then_the_server_still_serves(guarded):
         client.post("/chat/completions", cast_to=dict, content=b"{nope")
     ok = client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
     assert ok.usage.completion_tokens >= 1
-    assert [r["status"] for r in log_lines(log)[-7:]] == [400, 400, 400, 400, 413, 400, 200]
+    assert [r["status"] for r in log_lines(log)[-8:]] == [400, 400, 400, 400, 400, 413, 400, 200]
+
+
+def test_the_guard_in_front_of_another_server_over_http(model_dir, tmp_path):
+    """`upstream`: the guard forwards to an OpenAI-compatible server it did not start (vLLM's on a GPU; here
+    transformers' app on its own port, answering with ids of its own as vLLM does): replies, streamed and not, come
+    back with the log's request id (so feedback finds them), a blocked input never reaches it, and an upstream
+    that is down is a 502."""
+    from llm_recipes.serving.server import build_transformers_app, serve_app_in_thread
+
+    bare, shutdown = build_transformers_app(str(model_dir), device="cpu")
+    seen: list[dict] = []
+
+    async def own_ids(scope, receive, send):  # vLLM ignores x-request-id (without --enable-request-id-headers)
+        if scope["type"] == "http":
+            scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != b"x-request-id"]}
+            seen.append({"path": scope["path"]})
+        await bare(scope, receive, send)
+
+    log = tmp_path / "requests.jsonl"
+    try:
+        with serve_app_in_thread(own_ids) as upstream:
+            args = ServeArguments(model_name_or_path=str(model_dir), upstream=upstream, port=0, input_filters=FILTERS,
+                                  max_tokens=8, log_file=str(log))
+            with serve_in_thread(args) as url:
+                client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+                messages = [{"role": "user", "content": "What is the capital of Vorland?"}]
+                reply = client.chat.completions.create(model="any", messages=messages, max_tokens=5, temperature=0)
+                direct = openai.OpenAI(base_url=f"{upstream}/v1", api_key="unused").chat.completions.create(
+                    model=str(model_dir), messages=messages, max_tokens=5, temperature=0)
+                assert reply.choices[0].message.content == direct.choices[0].message.content
+                assert direct.id != reply.id == log_lines(log)[-1]["request_id"]
+                chunks = list(client.chat.completions.create(model="any", messages=messages, max_tokens=5, stream=True))
+                assert {c.id for c in chunks} == {log_lines(log)[-1]["request_id"]}
+                assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == log_lines(log)[-1]["reply"]
+                assert httpx.post(f"{url}/feedback", json={"request_id": reply.id, "rating": 1}).status_code == 200
+                calls = len(seen)
+                blocked = client.chat.completions.create(
+                    model="any", messages=[{"role": "user", "content": f"you {INSULT}"}], max_tokens=5)
+                assert blocked.choices[0].finish_reason == "content_filter" and len(seen) == calls
+        down = ServeArguments(model_name_or_path="m", upstream=upstream, port=0, log_file=None)
+        with serve_in_thread(down) as url:
+            answer = httpx.post(f"{url}/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}]})
+            assert answer.status_code == 502 and "upstream" in answer.json()["error"]["message"]
+    finally:
+        shutdown()
+
+
+def test_a_reward_model_filter_blocks_replies_scoring_below_its_threshold(model_dir, tiny_reward_model_dir, tmp_path):
+    """output_filters.reward_model: the pipeline's reward model scores the reply in its conversation; the score in
+    the log is the one the reward model gives that conversation, computed here with transformers directly."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    messages = [{"role": "user", "content": "What is the capital of Vorland?"}]
+    rm = AutoModelForSequenceClassification.from_pretrained(tiny_reward_model_dir).eval()
+    rm_tokenizer = AutoTokenizer.from_pretrained(tiny_reward_model_dir)
+    for threshold, action in ((1e9, "log"), (1e9, "block"), (-1e9, "block")):
+        log = tmp_path / f"requests_{action}_{threshold:g}.jsonl"
+        args = ServeArguments(model_name_or_path=str(model_dir), port=0, max_tokens=6, log_file=str(log), device="cpu",
+                              output_filters={"reward_model": {"model": str(tiny_reward_model_dir),
+                                                               "threshold": threshold, "action": action}})
+        with serve_in_thread(args) as url:
+            client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+            reply = client.chat.completions.create(model="any", messages=messages, max_tokens=6)
+        record = log_lines(log)[-1]
+        if threshold < 0:  # nothing scores below -1e9
+            assert record["filters"] == [] and reply.choices[0].finish_reason != "content_filter"
+        elif action == "block":
+            assert reply.choices[0].finish_reason == "content_filter"
+            assert reply.choices[0].message.content == record["reply"] == "I can't help with that."
+        else:  # logged only: the reply went out, and the log has its score
+            [hit] = record["filters"]
+            text = rm_tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": record["reply"]}],
+                                                    tokenize=False)
+            with torch.no_grad():
+                inputs = rm_tokenizer(text, return_tensors="pt", add_special_tokens=False)
+                expected = rm(**inputs).logits[0, 0].item()
+            assert reply.choices[0].message.content == record["reply"]
+            assert hit["filter"] == "reward_model" and hit["detail"] == f"score {expected:.3f} < 1e+09"
+    with pytest.raises(ConfigError, match="input_filters.reward_model: a reward model scores replies"):
+        build_app(ServeArguments(model_name_or_path=str(model_dir), log_file=None,
+                                 input_filters={"reward_model": {"model": str(tiny_reward_model_dir)}}))
 
 
 @pytest.fixture(scope="module")
@@ -246,6 +345,22 @@ def test_api_key(limited, tokenizer):
 
 
 # ----------------------------------------------------------------------------------------------- feedback
+def test_a_reply_id_that_looks_like_a_card_number_is_logged_as_is_and_can_be_rated(guarded):
+    """Ids are not scrubbed: one in 4 or so random UUIDs holds a digit run the PII scrubber takes for a card number
+    (cf7f7908-9811-4385-...), and a scrubbed id made the reply's feedback a 404."""
+    client, url, log = guarded
+    request_id = "cf7f7908-9811-4385-9ea3-37656ae169d5"
+    reply = client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Hi"}], max_tokens=2,
+                                           extra_headers={"x-request-id": request_id})
+    assert reply.id == request_id and log_lines(log)[-1]["request_id"] == request_id
+    rated = httpx.post(f"{url}/feedback", json={"request_id": request_id, "rating": 1})
+    assert rated.status_code == 200, rated.text
+    assert log_lines(log)[-1]["request_id"] == request_id
+    mailed = client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Hi"}], max_tokens=2,
+                                            extra_headers={"x-request-id": "bob@example.com"})
+    assert mailed.id != "bob@example.com" and "bob@" not in log.read_text()  # not an id token: the guard picks one
+
+
 def test_feedback_rates_or_chooses_replies_named_by_id(guarded, tokenizer):
     client, url, log = guarded
     messages = [{"role": "user", "content": "Name a river of Vorland."}]

@@ -255,3 +255,11 @@ def test_log_to_release_end_to_end(tmp_path, tiny_model_dir, toy_data_dir):
     assert "update: gate failed: gate facts_gen/exact_match:" in proc.stderr
     assert "delta -0.5" in proc.stderr and "regression 0.5 > tolerance 0.03" in proc.stderr
     assert (release / "llm_recipes.json").read_text() == released
+
+    # another DPO setting: the round's DPO and evaluation are redone (not an error asking for --force)
+    dpo = yaml.safe_load((tmp_path / "dpo.yaml").read_text())
+    (tmp_path / "dpo.yaml").write_text(yaml.safe_dump({**dpo, "learning_rate": 5e-5}))
+    proc = run_script("update.py", "--config", str(tmp_path / "update.yaml"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "was finished with another recipe; changed: 'learning_rate'" in proc.stdout and "redoing it" in proc.stdout
+    assert json.loads((out / "dpo" / "llm_recipes.json").read_text())["config"]["learning_rate"] == 5e-5

@@ -1,6 +1,6 @@
-"""What the alignment stages (reward, DPO, PPO, GRPO, RLOO) share: starting from an earlier stage's output
-that may be a LoRA adapter folder (with its base resolved correctly), and GRPO/RLOO on TRL's trainers (rewards:
-llm_recipes.rewards).
+"""What the alignment stages (reward, DPO, PPO, GRPO, RLOO, ORPO, SimPO) share: starting from an earlier stage's
+output that may be a LoRA adapter folder (with its base resolved correctly), GRPO/RLOO on TRL's trainers (rewards:
+llm_recipes.rewards), and the reference-free preference stages (ORPO, SimPO).
 
 The classic chaining bug (a user's complaint about peers): an SFT-LoRA adapter whose `adapter_config.json`
 names a base path that does not exist where the next stage runs, or a DPO reference that is the base model
@@ -10,6 +10,7 @@ a missing one is a one-line error, and the reference is always the starting poli
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 
@@ -64,6 +65,20 @@ def load_policy(model_args, tokenizer, trust_remote_code: bool = False):
 
 
 
+def frozen_reference(model, model_args, training_args, from_adapter: bool):
+    """The reference of a DPO or KTO stage started from an adapter merged into its base: a frozen copy of the
+    merged policy (TRL would rebuild it from the config's path, i.e. the bare base); None otherwise (TRL's own)."""
+    if from_adapter and not model_args.use_peft and not training_args.precompute_ref_log_probs:
+        return copy.deepcopy(model).eval().requires_grad_(False)
+    return None
+
+
+def drop_reference_adapter(model) -> None:
+    """TRL's frozen copy of a continued SFT adapter ("ref"): not part of the output."""
+    if hasattr(model, "peft_config") and "ref" in model.peft_config:
+        model.delete_adapter("ref")
+
+
 DEFAULT_HELD_OUT = 0.05  # share of the pairs a preference stage holds out when the data has no test split
 
 
@@ -107,7 +122,7 @@ def upcast_trainable(model, training_args) -> None:
 
 
 def train_online_rl(trainer_class: type, stage: str, data_args, training_args, model_args, reward_args) -> None:
-    """GRPO and RLOO differ only in TRL's trainer class: prompts -> rewards (reward model and/or Python
+    """GRPO, RLOO and online DPO differ only in TRL's trainer class: prompts -> rewards (reward model and/or Python
     functions) -> policy, saved in the Hub format with its card. Starting from an SFT adapter folder, the
     adapter is merged into its base first, so the KL reference (the model with the new adapter disabled) is
     the SFT policy and not the bare base; the result is then saved merged, since its base exists only here."""
@@ -150,6 +165,69 @@ def train_online_rl(trainer_class: type, stage: str, data_args, training_args, m
         metrics=metrics,
         extra_metrics={"rewards": ", ".join(str(r) for r in sources if r)},
     )
+
+
+def train_reference_free(trainer_class: type, stage: str, data_args, training_args, model_args,
+                         extra_metrics: dict) -> None:
+    """ORPO and SimPO differ only in TRL's trainer class and loss: preference pairs -> policy, with no reference
+    model (the policy alone scores both replies), saved in the Hub format with its card. The start may be the SFT
+    model, the pretrained model (the tokenizer needs a chat template) or an adapter folder (`load_policy`)."""
+    training.setup(training_args)
+
+    dataset = load_preference_data(data_args, training_args, "no eval loss or reward accuracy")
+    tokenizer = models.load_tokenizer(model_args, training_args.trust_remote_code)
+    model, peft_config, _ = load_policy(model_args, tokenizer, training_args.trust_remote_code)
+    trainer = pair_weighted(trainer_class)(
+        model=model,
+        args=training_args,
+        train_dataset=dataset["train"],
+        eval_dataset=dataset.get("test") if training_args.eval_strategy != "no" or "test" in dataset else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    upcast_trainable(trainer.model, training_args)
+    metrics = training.train_and_evaluate(trainer, training_args)
+
+    training.save_stage(
+        trainer,
+        training_args,
+        stage=stage,
+        base_model=model_args.model_name_or_path,
+        datasets_used=data.dataset_sources(data_args),
+        metrics=metrics,
+        extra_metrics=extra_metrics,
+    )
+
+
+def pair_weighted(trainer_class: type) -> type:
+    """A TRL pair trainer (experimental ORPO/CPO) whose eval figures are means over all eval pairs, with the count
+    scored and a 95% interval for the reward accuracy. Those trainers average per-batch means (35 pairs in batches
+    of 32 and 3: each of the 3 weighed ten times more), as DPOTrainer does (PairWeightedDPOTrainer)."""
+
+    class PairWeighted(trainer_class):
+        def get_batch_loss_metrics(self, model, batch, train_eval="train"):
+            loss, metrics = super().get_batch_loss_metrics(model, batch, train_eval)
+            if train_eval == "eval":  # the pairs of this batch over every process, as TRL gathered its figures
+                ones = torch.ones(batch["chosen_labels"].shape[0], device=self.accelerator.device)
+                metrics["pairs"] = int(self.accelerator.gather_for_metrics(ones).numel())
+            return loss, metrics
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            stored = self._stored_metrics["eval"]
+            if "loss" not in logs and stored.get("pairs"):  # an eval log (TRL's test)
+                weights = stored.pop("pairs")
+                total = sum(weights)
+                for key, values in stored.items():
+                    if len(values) == len(weights):
+                        stored[key] = [sum(v * w for v, w in zip(values, weights)) / total]
+                logs["eval_pairs_scored"] = total
+                correct = round(stored["eval_rewards/accuracies"][0] * total)
+                low, high = wilson_interval(correct, total)
+                logs["eval_rewards/accuracies_ci_low"], logs["eval_rewards/accuracies_ci_high"] = low, high
+            super().log(logs, start_time)
+
+    PairWeighted.__name__ = PairWeighted.__qualname__ = f"PairWeighted{trainer_class.__name__}"
+    return PairWeighted
 
 
 class PairWeightedDPOTrainer(DPOTrainer):

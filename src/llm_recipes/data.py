@@ -5,7 +5,9 @@ json/jsonl/parquet/csv/txt files, each also compressed (.gz, .bz2, .xz, .zst). P
 at a boundary: the whole file, blank lines (paragraphs) or lines.
 Formats: alpaca, ShareGPT, `messages`, prompt/completion and plain text (SFT); preference pairs (TRL's
 explicit or implicit prompt, hh-rlhf "\n\nHuman: ... \n\nAssistant:" text, UltraFeedback-style messages with
-scores); RL prompts. Each is normalised to TRL's column names; a stage asks for the kind it trains on.
+scores); RL prompts; unpaired examples (prompt, completion, label: KTO), which preference pairs also give
+(each pair: a desirable and an undesirable example). Each is normalised to TRL's column names; a stage asks for
+the kind it trains on.
 Malformed rows stop the stage with file and row number, or are dropped and counted when asked.
 """
 
@@ -24,7 +26,7 @@ from typing import Any
 
 import datasets
 from datasets import Dataset, DatasetDict
-from trl.data_utils import extract_prompt
+from trl.data_utils import extract_prompt, unpair_preference_dataset
 
 from llm_recipes.data_config import DatasetMixtureArguments
 from llm_recipes.errors import ConfigError, DataError, first_line
@@ -332,6 +334,19 @@ def _from_prompt_completion(row: dict) -> dict:
     return {"prompt": _text(prompt, "'prompt'"), "completion": _text(completion, "'completion'")}
 
 
+LABELS = {"true": True, "1": True, "false": False, "0": False}  # CSV cells are text
+
+
+def _from_unpaired(row: dict) -> dict:
+    """KTO's unpaired layout: a prompt, one completion (text or messages) and whether it is desirable."""
+    label = row["label"]
+    if isinstance(label, str):
+        label = LABELS.get(label.strip().lower(), label)
+    if not isinstance(label, (bool, int)) or label not in (0, 1):
+        raise ValueError(f"'label' must be true or false (desirable or not), got {label!r}")
+    return {**_from_prompt_completion(row), "label": bool(label)}
+
+
 def _from_text(row: dict) -> dict:
     return {"text": _text(row["text"], "'text'")}
 
@@ -442,14 +457,19 @@ FORMATS: dict[str, RowFormat] = {
         RowFormat("hh_rlhf", ("chosen", "rejected"), _from_hh_rlhf, "preference"),
         RowFormat("prompt", ("prompt",), _from_prompt, "prompt"),
         RowFormat("prompt_from_messages", ("messages",), _prompt_from_messages, "prompt"),
+        RowFormat("unpaired", ("prompt", "completion", "label"), _from_unpaired, "unpaired"),
     )
 }
-KINDS = {"sft": "conversations or text", "preference": "preference pairs", "prompt": "RL prompts"}
+KINDS = {"sft": "conversations or text", "preference": "preference pairs", "prompt": "RL prompts",
+         "unpaired": "unpaired examples (prompt, completion, label) or preference pairs"}
+# A stage that needs the key's kind also takes the value's, converted: each preference pair gives one desirable
+# (chosen) and one undesirable (rejected) example (TRL's unpair_preference_dataset).
+CONVERTIBLE = {"unpaired": "preference"}
 
 
 def detect_format(columns: list[str], source: str = "dataset", kind: str = "sft") -> RowFormat:
     """The first format of `kind` whose required columns are all present."""
-    candidates = [f for f in FORMATS.values() if f.kind == kind]
+    candidates = [f for f in FORMATS.values() if f.kind in (kind, CONVERTIBLE.get(kind))]
     for row_format in candidates:
         if all(c in columns for c in row_format.required):
             return row_format
@@ -463,12 +483,13 @@ def normalise(
     ds: Dataset, fmt: str = "auto", on_bad_row: str = "error", source: str = "dataset", kind: str = "sft"
 ) -> Dataset:
     """Convert rows to TRL's columns (`messages`, `prompt`/`completion` or `text`; `prompt`/`chosen`/`rejected`
-    for preference pairs; `prompt` for RL prompts); other columns are dropped, except for RL prompts."""
+    for preference pairs; `prompt` for RL prompts; `prompt`/`completion`/`label` for unpaired examples, pairs
+    split in two); other columns are dropped, except for RL prompts."""
     row_format = detect_format(ds.column_names, source, kind) if fmt == "auto" else FORMATS[fmt]
-    if row_format.kind != kind:
+    if row_format.kind not in (kind, CONVERTIBLE.get(kind)):
         raise DataError(
             f"{source}: dataset_format '{row_format.name}' holds {KINDS[row_format.kind]}, this stage needs {KINDS[kind]} "
-            f"({', '.join(f.name for f in FORMATS.values() if f.kind == kind)})"
+            f"({', '.join(f.name for f in FORMATS.values() if f.kind in (kind, CONVERTIBLE.get(kind)))})"
         )
     missing = [c for c in row_format.required if c not in ds.column_names]
     if missing:
@@ -493,8 +514,16 @@ def normalise(
             logger.warning("%s: dropped %d malformed row(s) of %d", source, len(ds) - len(kept), len(ds))
         ds = kept
     out = ds.map(convert, with_indices=True, remove_columns=ds.column_names, desc=f"normalising {row_format.name}")
-    if kind == "preference":  # one column order whatever the source's (mixtures compare layouts)
+    if row_format.kind == "preference":  # one column order whatever the source's (mixtures compare layouts)
         out = out.select_columns(["prompt", "chosen", "rejected"])
+    if kind == "unpaired":
+        if row_format.kind == "preference":
+            pairs = len(out)
+            # one pair at a time: each pair's two examples stay together (a cap on eval rows keeps both sides)
+            out = unpair_preference_dataset(out, batch_size=1, desc="splitting pairs into desirable and undesirable examples")
+            logger.info("%s: %d preference pairs -> %d desirable (chosen) and %d undesirable (rejected) examples",
+                        source, pairs, pairs, pairs)
+        out = out.select_columns(["prompt", "completion", "label"])
     return out
 
 

@@ -50,9 +50,10 @@ class DataArguments:
             "help": "Row format of the data; 'auto' detects it from the columns among the formats of the kind the "
             "stage needs (SFT: messages, sharegpt, alpaca, prompt_completion, text; reward/DPO: ultrafeedback, "
             "preference (explicit or implicit prompt, hh-rlhf text recognised), hh_rlhf; PPO/GRPO/RLOO: prompt, "
-            "prompt_from_messages).",
+            "prompt_from_messages; KTO: unpaired (prompt, completion, label), or any preference format, each pair "
+            "split into a desirable and an undesirable example).",
             "choices": ["auto", "messages", "alpaca", "sharegpt", "prompt_completion", "text",
-                        "preference", "hh_rlhf", "ultrafeedback", "prompt", "prompt_from_messages"],
+                        "preference", "hh_rlhf", "ultrafeedback", "prompt", "prompt_from_messages", "unpaired"],
         },
     )
     on_bad_row: str = field(

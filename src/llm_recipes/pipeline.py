@@ -180,11 +180,13 @@ def log_folder(pipeline: Pipeline) -> Path:
 
 def run_pipeline(
     path: str | Path, from_stage: str | None = None, until_stage: str | None = None, force: bool = False,
-    extra_env: dict[str, str] | None = None, verbose: bool = False, seed: int | None = None,
+    extra_env: dict[str, str] | None = None, verbose: bool = False, seed: int | None = None, redo_changed: bool = False,
 ) -> list[dict]:
     """Run the selected stages from the caller's directory; returns one record per stage (and saves them).
     Each stage's output goes to its log file (`verbose`: to the terminal instead). `seed`: `--seed` for every
-    stage whose recipe has one (the toy world's data, sampling, initialisation, shuffling)."""
+    stage whose recipe has one (the toy world's data, sampling, initialisation, shuffling). A stage finished with
+    another recipe is an error, or with `redo_changed` (outputs derived from a caller's recipe) redone, with the
+    stages after it."""
     pipeline = load_pipeline(path)
     stages = [with_seed(located(s), seed) for s in select_stages(pipeline, from_stage, until_stage)]
     env = {**os.environ, **pipeline.env, **(extra_env or {})}
@@ -195,16 +197,26 @@ def run_pipeline(
     if not verbose:
         print(f"each stage's own output goes to {os.path.relpath(logs)}/<stage>.log", flush=True)
     width = max(len(s.name) for s in stages)
+    earlier = _earlier_seconds(pipeline)
     for number, stage in enumerate(stages, start=1):
         prefix = f"[{number:>{len(str(len(stages)))}}/{len(stages)}] {stage.name:<{width}}"
         output = Path(stage.output)
         if integrity.lock_holder(output) is None:  # no stage is writing it: finish a final save cut by a kill
             integrity.finish_publish(output)
         marker = read_marker(output)
+        if marker is not None and not force and redo_changed:
+            try:
+                check_finished_stage(stage, marker, {**env, **stage.env})
+            except ConfigError as err:
+                print(f"{prefix}  {str(err).split('. Rerun with --force')[0]}: redoing it and the stages after it", flush=True)
+                force = True
         if marker is not None and not force:
             check_finished_stage(stage, marker, {**env, **stage.env})
             print(f"{prefix}  skipped (finished with the same recipe: {stage.output})", flush=True)
-            records.append({"stage": stage.name, "status": "skipped", "seconds": 0.0, "output": stage.output, "result": marker})
+            record = {"stage": stage.name, "status": "skipped", "seconds": 0.0, "output": stage.output, "result": marker}
+            if (stage.name, marker.get("finished")) in earlier:  # the run that made this output took so long
+                record["seconds_when_ran"] = earlier[stage.name, marker.get("finished")]
+            records.append(record)
             continue
         if marker is not None:  # --force on a finished stage: start afresh rather than resume its old checkpoints
             holder = integrity.lock_holder(output)
@@ -348,6 +360,23 @@ def run_stage_process(command: list[str], env: dict[str, str], log: Path | None 
     return returncode
 
 
+def _earlier_seconds(pipeline: Pipeline) -> dict[tuple[str, str], float]:
+    """(stage, its marker's `finished`) -> the seconds the stage took when it ran, from the pipeline's last summary
+    (a skipped stage keeps its time there, so a re-run does not lose it)."""
+    path = Path(pipeline.summary_path) if pipeline.summary_path else None
+    try:
+        records = json.loads(path.read_text())["stages"] if path and path.is_file() else []
+    except (ValueError, KeyError, TypeError):  # a summary of another version or a torn file: no earlier times
+        return {}
+    out = {}
+    for r in records:
+        seconds = r.get("seconds") if r.get("status") == "ran" else r.get("seconds_when_ran")
+        finished = (r.get("result") or {}).get("finished") if isinstance(r.get("result"), dict) else None
+        if seconds is not None and finished:
+            out[r["stage"], finished] = seconds
+    return out
+
+
 def _save_summary(pipeline: Pipeline, records: list[dict], start: float) -> None:
     if pipeline.summary_path:
         summary = {"pipeline": pipeline.name, "total_seconds": time.time() - start, "stages": records}
@@ -364,6 +393,10 @@ KEY_FIGURES: dict[str, tuple[str, tuple[str, ...]]] = {
     "sft": ("eval loss", ("eval_loss",)),
     "reward": ("pairwise accuracy", ("eval_accuracy",)),
     "dpo": ("reward accuracy", ("eval_rewards/accuracies",)),
+    "orpo": ("reward accuracy", ("eval_rewards/accuracies",)),
+    "simpo": ("reward accuracy", ("eval_rewards/accuracies",)),
+    "kto": ("eval loss", ("eval_loss",)),
+    "distill": ("parameters, teacher -> student", ("teacher_parameters", "student_parameters")),
     "ppo": ("reward, KL (last updates)", ("final_scores", "final_kl")),
 }
 
@@ -375,7 +408,7 @@ def key_figure(result: dict) -> str:
         label, keys = KEY_FIGURES[stage]
         values = [_number(metrics[k]) for k in keys if k in metrics]
         if values:
-            return f"{label} {' -> '.join(values) if stage == 'pretrain' else ', '.join(values)}"
+            return f"{label} {' -> '.join(values) if stage in ('pretrain', 'distill') else ', '.join(values)}"
     if stage == "toy_data" and isinstance(result.get("rows"), dict):
         return f"{sum(v for v in result['rows'].values() if isinstance(v, int))} rows in {len(result['rows'])} datasets"
     if stage == "curate" and isinstance(result.get("totals"), dict):
@@ -390,6 +423,12 @@ def key_figure(result: dict) -> str:
         return f"train loss {_number(metrics['train_loss'])}"
     if stage == "evaluate":
         return _evaluate_figure(result) or f"{len(result.get('models') or [])} models compared: report.html"
+    if stage == "toy_users":
+        return (f"{metrics.get('requests')} requests, {metrics.get('thumbs_up')} up / {metrics.get('thumbs_down')} down, "
+                f"{metrics.get('choices')} choices")
+    if stage == "update" and isinstance(result.get("gates"), list):
+        moved = sorted(result["gates"], key=lambda g: -abs(g.get("delta") or 0))[:2]  # the gates that moved most
+        return ", ".join(f"{g['metric'].split('/')[-1]} {_number(g['served'])} -> {_number(g['new'])}" for g in moved)
     if stage == "export":
         return ", ".join(f"{k.removesuffix('_perplexity')} ppl {_number(v)}" for k, v in metrics.items()
                          if k.endswith("_perplexity"))

@@ -40,18 +40,25 @@ STAGES: tuple[StageInfo, ...] = (
     StageInfo("sft", "supervised fine-tuning with TRL's SFTTrainer (full, LoRA, QLoRA)"),
     StageInfo("reward", "train a reward model on preference pairs (TRL RewardTrainer); pairwise accuracy"),
     StageInfo("dpo", "direct preference optimisation with TRL's DPOTrainer"),
+    StageInfo("kto", "KTO on unpaired good/bad labels (or pairs split into them) with TRL's KTOTrainer"),
+    StageInfo("orpo", "ORPO: SFT and preference in one stage, no reference model (TRL experimental ORPOTrainer)"),
+    StageInfo("simpo", "SimPO: reference-free, length-normalised preference loss (TRL experimental CPOTrainer)"),
+    StageInfo("online_dpo", "online DPO: the policy samples pairs, a reward model judges them (TRL experimental)"),
     StageInfo("ppo", "RLHF with PPO against a reward model (the project's own PPO trainer)"),
     StageInfo("grpo", "GRPO with TRL's GRPOTrainer (reward models and/or reward functions)"),
     StageInfo("rloo", "RLOO with TRL's RLOOTrainer (reward models and/or reward functions)"),
     StageInfo("cai", "Constitutional AI data: answer, critique against a principle, revision (or AI feedback)"),
     StageInfo("evaluate", "evaluate models side by side: lm-eval tasks, red teaming, bias, win rates -> report.html"),
+    StageInfo("distill", "distil a teacher into a smaller student (same tokenizer) with GKD or TRL's DistillationTrainer"),
     StageInfo("export", "merge, quantize (bnb 4-bit/8-bit, torchao int8), measure, write the lineage card, push"),
 )
-# Scripts that are not pipeline stages, so no pipeline lists them: `llm-recipes serve` runs until stopped, and
-# `llm-recipes update` runs stages itself (DPO and evaluate, as a pipeline) around a served model's feedback.
+# Scripts that are not stages of the model pipeline: `llm-recipes serve` runs until stopped, `llm-recipes update` runs
+# stages itself (DPO and evaluate, as a pipeline) around a served model's feedback, and `toy_users` serves a model to
+# the toy world's simulated users (the first step of recipes/toy/pipeline_deploy.yaml, whose second is update).
 SERVICES: tuple[StageInfo, ...] = (
     StageInfo("serve", "serve a model over an OpenAI-compatible API behind a guard (filters, limits, request log)"),
     StageInfo("update", "feedback in a serve log -> preference pairs -> DPO -> evaluation -> release if the gates hold"),
+    StageInfo("toy_users", "the toy deploy branch: serve a model in-process to simulated users over HTTP; monitor summary"),
 )
 BY_NAME = {stage.name: stage for stage in STAGES}
 DEFAULT_ACCELERATE_CONFIG = "accelerate_configs/single.yaml"  # a stage launched without one: one process

@@ -390,7 +390,9 @@ def run_update(args: UpdateArguments) -> Path:
                   "counts": found.counts, "model_versions": found.model_versions}
     print(f"update: {found.counts['pairs']} preference pairs from {args.feedback_log} -> {pairs_dir}", flush=True)
     pipeline = stage_recipes(args, pairs_dir, out)
-    run_pipeline(pipeline, force=integrity.forced(), verbose=args.verbose)
+    # its DPO and evaluation derive from this round's recipe and pairs: a stage left by a round with other settings is
+    # redone (an error would ask for --force, which the pipeline running this round cannot pass on)
+    run_pipeline(pipeline, force=integrity.forced(), verbose=args.verbose, redo_changed=True)
     return gate_and_release(args, found, provenance, gates, out / "evaluate" / "results.json", out / "dpo")
 
 

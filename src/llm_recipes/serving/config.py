@@ -72,6 +72,13 @@ class ServeArguments:
         default=None, metadata={"help": "Version written in the log; unset: from the release folder's "
                                 "llm_recipes.json (<folder>@<config hash>), else the folder name or Hub id."}
     )
+    upstream: str | None = field(
+        default=None,
+        metadata={"help": "Guard another OpenAI-compatible server instead of loading the model here, e.g. vLLM's "
+                  "(`vllm serve MODEL --port 8001`): its base URL, http://127.0.0.1:8001; model_name_or_path is then "
+                  "the model name that server serves (see recipes/serve/serve_vllm.yaml)."},
+    )
+    upstream_timeout: float = field(default=600.0, metadata={"help": "Seconds to wait for the upstream server's reply."})
     device: str = field(default="auto", metadata={"help": "Device of the model: auto, cpu, cuda, cuda:0."})
     dtype: str = field(default="auto", metadata={"help": "dtype of the model: auto (as saved), float32, bfloat16, float16."})
     log_level: str = field(
@@ -113,4 +120,21 @@ class PIIFilterArguments:
         _check_action(self.action)
 
 
-FILTER_KINDS = {"toxicity": ToxicityFilterArguments, "pii": PIIFilterArguments}
+@dataclass
+class RewardModelFilterArguments:
+    """`reward_model:` of output_filters: a reward model the pipeline trained (scripts/reward.py) scores each reply in
+    its conversation; a reply scoring below `threshold` fires."""
+
+    model: str = field(default=None, metadata={"help": "The reward model: folder (runs/toy/reward) or Hub id."})
+    threshold: float = field(default=0.0, metadata={"help": "Replies scoring below this fire the filter."})
+    action: str = field(default="block", metadata={"help": "block (refusal) or log."})
+
+    def __post_init__(self) -> None:
+        if self.action not in ("block", "log"):
+            raise ValueError(f"key 'action' must be block or log (a score cannot redact), got {self.action!r}")
+        if not self.model:
+            raise ValueError("key 'model' must name the reward model (e.g. runs/toy/reward)")
+
+
+FILTER_KINDS = {"toxicity": ToxicityFilterArguments, "pii": PIIFilterArguments,
+                "reward_model": RewardModelFilterArguments}

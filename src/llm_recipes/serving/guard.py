@@ -30,7 +30,7 @@ from llm_recipes.errors import ConfigError
 from llm_recipes.parser import build_options
 from llm_recipes.redaction import scrub
 from llm_recipes.serving.config import (CHAT_PATH, FEEDBACK_PATH, FILTER_KINDS, PIIFilterArguments,
-                                        ToxicityFilterArguments, prompt_digest)
+                                        RewardModelFilterArguments, ToxicityFilterArguments, prompt_digest)
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -102,7 +102,25 @@ class PIICheck:
         return ",".join(kinds) or "pii", scrubbed
 
 
-def build_filters(spec: dict | None, where: str) -> list[ToxicityCheck | PIICheck]:
+class RewardModelCheck:
+    """A reward model of the pipeline's on the reply in its conversation; fires below the threshold. (Scored in the
+    event loop, as the other checks are: a reward model small enough to guard a CPU server scores in milliseconds.)"""
+
+    name = "reward_model"
+
+    def __init__(self, args: RewardModelFilterArguments, where: str):
+        from llm_recipes.rewards import RewardModelScorer
+
+        self.action, self.threshold = args.action, args.threshold
+        self.scorer = RewardModelScorer.load(args.model, f"{where}.model", batch_size=1)
+
+    def check(self, text: str, messages: list[dict] | None = None) -> tuple[str | None, str]:
+        conversation = [{"role": m["role"], "content": message_text(m.get("content"))} for m in messages or []]
+        score = self.scorer([conversation or [{"role": "user", "content": ""}]], [text])[0]
+        return (f"score {score:.3f} < {self.threshold:g}" if score < self.threshold else None), text
+
+
+def build_filters(spec: dict | None, where: str) -> list:
     """`input_filters` / `output_filters` of the recipe -> checks, blocking ones first (a refusal needs no redaction)."""
     if spec is None:
         return []
@@ -115,6 +133,11 @@ def build_filters(spec: dict | None, where: str) -> list[ToxicityCheck | PIIChec
         if options is False:
             continue
         args = build_options(FILTER_KINDS[kind], {} if options in (None, True) else options, f"{where}.{kind}")
+        if kind == "reward_model":
+            if not where.startswith("output"):
+                raise ConfigError(f"{where}.reward_model: a reward model scores replies: put it in output_filters")
+            checks.append(RewardModelCheck(args, where))
+            continue
         try:
             checks.append(ToxicityCheck(args) if kind == "toxicity" else PIICheck(args))
         except ConfigError as err:  # the curation stage names its own recipe keys: named here as this recipe's
@@ -122,11 +145,12 @@ def build_filters(spec: dict | None, where: str) -> list[ToxicityCheck | PIIChec
     return sorted(checks, key=lambda c: c.action != "block")
 
 
-def apply_filters(checks: list, text: str, stage: str) -> tuple[str, list[Hit], bool]:
-    """Run the checks on a text: (text after redactions, hits, whether a blocking one fired)."""
+def apply_filters(checks: list, text: str, stage: str, messages: list[dict] | None = None) -> tuple[str, list[Hit], bool]:
+    """Run the checks on a text (a reply: with the conversation it answers): (text after redactions, hits, whether a
+    blocking one fired)."""
     hits: list[Hit] = []
     for check in checks:
-        detail, redacted = check.check(text)
+        detail, redacted = check.check(text, messages) if isinstance(check, RewardModelCheck) else check.check(text)
         if detail is None:
             continue
         hits.append(Hit(check.name, stage, check.action, detail))
@@ -138,6 +162,10 @@ def apply_filters(checks: list, text: str, stage: str) -> tuple[str, list[Hit], 
 
 
 # ----------------------------------------------------------------------------------------------- request log
+UNSCRUBBED_FIELDS = ("request_id", "feedback_id", "request_ids", "chosen", "rejected", "model_version")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # a client's x-request-id is kept only if it is such a token
+
+
 class RequestLog:
     """Appends one JSON line per request; every text is PII-scrubbed (all kinds) and secret-scrubbed first."""
 
@@ -174,7 +202,9 @@ class RequestLog:
     def write(self, record: dict) -> None:
         if self.path is None:
             return
-        record = self.clean(record)
+        # ids are opaque tokens, not text: scrubbed, a UUID with a Luhn-valid digit run became `<CREDIT_CARD>`
+        # and feedback naming the reply found nothing
+        record = {k: v if k in UNSCRUBBED_FIELDS else self.clean(v) for k, v in record.items()}
         line = json.dumps(record, ensure_ascii=False)
         with self.lock, self.path.open("a", encoding="utf-8") as fh:
             fh.write(line + "\n")
@@ -194,6 +224,8 @@ class GuardSettings:
     max_request_bytes: int = 1_000_000
     max_concurrent: int = 4
     api_key: str | None = None
+    # the served model's own generation config (transformers serve in this process; None: an upstream server)
+    generation_config: dict | None = None
 
 
 def error_body(status: int, message: str, code: str) -> bytes:
@@ -231,6 +263,14 @@ def parse_sse(data: bytes) -> list[dict | str]:
         except json.JSONDecodeError:
             events.append(payload)
     return events
+
+
+def with_reply_id(event: dict | str, request_id: str) -> dict | str:
+    """A reply (or stream chunk) whose `id` is the log's request_id, so that feedback can name it: transformers
+    serve answers with the x-request-id it is given, another server (vLLM's) with its own."""
+    if isinstance(event, dict) and "id" in event and event.get("object", "").startswith("chat.completion"):
+        event["id"] = request_id
+    return event
 
 
 def sse(event: dict | str) -> bytes:
@@ -409,7 +449,9 @@ class Guard:
 
     async def chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode() or str(uuid.uuid4())
+        request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        if not REQUEST_ID.fullmatch(request_id):
+            request_id = str(uuid.uuid4())
         raw = await self.read_body(scope, receive)
         if raw is None:
             self.log.write(self.record(scope, 413, started, request_id=request_id, error="request body too large"))
@@ -435,6 +477,11 @@ class Guard:
                 value = body.get(key)
                 if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                     problem = f"'{key}' must be a positive integer, got {value!r}"
+            for key, top in (("temperature", 2.0), ("top_p", 1.0)):
+                value = body.get(key)
+                if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                          or not 0 <= value <= top):
+                    problem = f"'{key}' must be a number from 0 to {top:g}, got {value!r}"
         if problem is None and body.get("logit_bias") is not None:
             # OpenAI's biases are integers from -100 to 100; transformers' SequenceBiasLogitsProcessor refuses
             # ints (a 500), so they are passed on as floats
@@ -477,6 +524,10 @@ class Guard:
                 body[key] = self.settings.max_tokens
         if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
             body["max_tokens"] = self.settings.max_tokens
+        if body.get("temperature") and self.settings.generation_config is not None:
+            # transformers serve sets the temperature but not do_sample, so a model whose generation config is
+            # greedy (every toy model) would ignore it: the model's config with sampling on, as OpenAI's API samples
+            body["generation_config"] = json.dumps({**self.settings.generation_config, "do_sample": True})
         body["model"] = self.settings.served_model  # one model per server, whatever name the client used
         await self.forward(scope, receive, send, body, hits, started, log_fields)
 
@@ -528,16 +579,20 @@ class Guard:
                 return await send(message)
             chunk = message.get("body", b"")
             if state["streaming"] and not self.hold_streams:
-                # passed through as generated; complete events are parsed for the log
+                # passed through event by event as generated (parsed for the log, the reply id set)
                 data = state["pending"] + chunk
-                cut = data.rfind(b"\n\n") + 2
-                state["events"] += parse_sse(data[:cut]) if cut > 1 else []
-                state["pending"] = data[cut:] if cut > 1 else data
-                await send(message)
+                done = not message.get("more_body")
+                cut = len(data) if done else data.rfind(b"\n\n") + 2
+                events = parse_sse(data[:cut]) if cut > 1 else []
+                state["events"] += events
+                state["pending"] = b"" if cut > 1 else data
+                if events or done:
+                    await send({"type": "http.response.body", "more_body": not done,
+                                "body": b"".join(sse(with_reply_id(e, log_fields["request_id"])) for e in events)})
                 return
             state["buffer"] += chunk
             if not message.get("more_body"):
-                await self.finish(send, state, hits, write_log)
+                await self.finish(send, state, hits, write_log, log_fields["request_id"], log_fields["messages"])
 
         def write_log() -> None:
             reply, usage, error = state.get("reply"), state.get("usage") or {}, state.get("error")
@@ -549,15 +604,17 @@ class Guard:
 
         await self.app(inner_scope, inner_receive, inner_send)
         if state["streaming"] and not self.hold_streams:  # passed through: logged once the stream has ended
-            events = state["events"] + parse_sse(state["pending"])
+            events = state["events"]
             state["reply"] = "".join(chunk_content(e) for e in events)
             state["usage"] = next((e["usage"] for e in reversed(events) if isinstance(e, dict) and e.get("usage")), {})
             state["error"] = next((e.get("error") for e in events if isinstance(e, dict) and e.get("error")), None)
-            _, found, _ = apply_filters(self.settings.output_filters, state["reply"], "output")  # log-only here
+            _, found, _ = apply_filters(self.settings.output_filters, state["reply"], "output",  # log-only here
+                                        log_fields["messages"])
             hits += found
             write_log()
 
-    async def finish(self, send: Send, state: dict, hits: list[Hit], write_log: Callable[[], None]) -> None:
+    async def finish(self, send: Send, state: dict, hits: list[Hit], write_log: Callable[[], None],
+                     request_id: str, messages: list[dict]) -> None:
         """A whole reply from transformers' app (JSON, or a held-back stream): filter it, log it, then send it."""
         data, status = bytes(state["buffer"]), state["status"]
         headers = [(k, v) for k, v in state["headers"] if k != b"content-length"]
@@ -569,7 +626,7 @@ class Guard:
         elif state["streaming"]:
             events = parse_sse(data)
             reply = "".join(chunk_content(e) for e in events)
-            filtered, found, blocked = apply_filters(self.settings.output_filters, reply, "output")
+            filtered, found, blocked = apply_filters(self.settings.output_filters, reply, "output", messages)
             hits += found
             state["reply"] = self.settings.refusal if blocked else filtered
             state["usage"] = next((e["usage"] for e in reversed(events) if isinstance(e, dict) and e.get("usage")), {})
@@ -587,17 +644,18 @@ class Guard:
                 out.append(event)
             if not content_sent and state["reply"] and out and isinstance(out[0], dict):  # a refusal of an empty reply
                 out.insert(1, {**out[0], "choices": [{"index": 0, "delta": {"content": state["reply"]}}]})
-            data = b"".join(sse(e) for e in out)
+            data = b"".join(sse(with_reply_id(e, request_id)) for e in out)
         else:
             reply = json.loads(data)
             message = reply["choices"][0]["message"]
-            filtered, found, blocked = apply_filters(self.settings.output_filters, message.get("content") or "", "output")
+            filtered, found, blocked = apply_filters(self.settings.output_filters, message.get("content") or "", "output",
+                                                     messages)
             hits += found
             message["content"] = self.settings.refusal if blocked else filtered
             if blocked:
                 reply["choices"][0]["finish_reason"] = "content_filter"
             state["reply"], state["usage"] = message["content"], reply.get("usage")
-            data = json.dumps(reply).encode()
+            data = json.dumps(with_reply_id(reply, request_id)).encode()
         if not state["streaming"]:
             headers.append((b"content-length", str(len(data)).encode()))
         write_log()

@@ -33,10 +33,14 @@ def check_args(args: ServeArguments) -> None:
         args.api_key = os.environ[API_KEY_ENV]
     if args.host not in LOOPBACK_HOSTS and not args.api_key:
         raise ConfigError(f"host: {args.host} is not loopback, so clients need a key: set api_key (or {API_KEY_ENV})")
-    from llm_recipes.models import check_local_weights
+    if args.upstream:
+        if not args.upstream.startswith(("http://", "https://")):
+            raise ConfigError(f"upstream: must be an http(s) URL such as http://127.0.0.1:8001, got {args.upstream!r}")
+    else:
+        from llm_recipes.models import check_local_weights
 
-    # transformers' loader is not told use_safetensors=True: a local folder is checked here (pickled weights are refused)
-    check_local_weights(args.model_name_or_path, "model_name_or_path", tokenizer=True)
+        # transformers' loader is not told use_safetensors=True: a local folder is checked here (pickled weights are refused)
+        check_local_weights(args.model_name_or_path, "model_name_or_path", tokenizer=True)
     for key in ("max_request_bytes", "max_concurrent"):
         if getattr(args, key) < 1:
             raise ConfigError(f"{key}: must be >= 1, got {getattr(args, key)!r}")
@@ -60,6 +64,16 @@ def model_version(model: str) -> str:
     if marker and marker.get("config_hash"):
         return f"{name}@{str(marker['config_hash'])[:12]}"
     return name
+
+
+def model_generation_config(model: str) -> dict:
+    """The model's generation_config.json as a dict ({} without one: transformers then uses its defaults)."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(model).to_diff_dict()
+    except OSError:
+        return {}
 
 
 def build_transformers_app(model: str, device: str = "auto", dtype: str = "auto"):
@@ -99,6 +113,51 @@ def build_transformers_app(model: str, device: str = "auto", dtype: str = "auto"
     return app, shutdown
 
 
+def build_upstream_app(upstream: str, timeout: float = 600.0):
+    """An ASGI app that forwards every request to the OpenAI-compatible server at `upstream` (vLLM's, on a GPU) and
+    streams its reply back as it comes; an upstream that cannot be reached is HTTP 502. (A reverse proxy is a few
+    lines on httpx, the openai client's HTTP library; no maintained ASGI proxy is among the dependencies.)"""
+    import httpx
+
+    from llm_recipes.serving.guard import error_body, send_json
+
+    client = httpx.AsyncClient(base_url=upstream.rstrip("/"), timeout=timeout)
+    dropped = {b"host", b"content-length", b"connection", b"transfer-encoding"}
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        request = client.build_request(
+            scope["method"], scope["path"], params=scope.get("query_string", b"").decode("latin-1"), content=body,
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in dropped])
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.HTTPError as err:
+            return await send_json(send, 502, error_body(502, f"upstream {upstream}: {type(err).__name__}: {err}",
+                                                         "upstream_unreachable"))
+        try:
+            headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
+                       if k.lower() not in ("content-length", "content-encoding", "transfer-encoding", "connection")]
+            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+            async for chunk in response.aiter_bytes():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await response.aclose()
+
+    def shutdown() -> None:
+        try:
+            asyncio.run(client.aclose())
+        except RuntimeError:  # called inside a running loop: the process is ending anyway
+            pass
+
+    return app, shutdown
+
+
 def build_app(args: ServeArguments):
     """The guarded app and a shutdown function (frees the model)."""
     check_args(args)
@@ -109,8 +168,12 @@ def build_app(args: ServeArguments):
         output_filters=build_filters(args.output_filters, "output_filters"),
         max_tokens=args.max_tokens, max_request_bytes=args.max_request_bytes, max_concurrent=args.max_concurrent,
         api_key=args.api_key,
+        generation_config=None if args.upstream else model_generation_config(args.model_name_or_path),
     )
-    app, shutdown = build_transformers_app(args.model_name_or_path, args.device, args.dtype)
+    if args.upstream:
+        app, shutdown = build_upstream_app(args.upstream, args.upstream_timeout)
+    else:
+        app, shutdown = build_transformers_app(args.model_name_or_path, args.device, args.dtype)
     log = RequestLog(args.log_file)  # after the model loaded: a run that fails to start writes nothing
     return Guard(app, settings, log), shutdown
 
@@ -134,11 +197,13 @@ def serve(args: ServeArguments) -> None:
 
 
 @contextlib.contextmanager
-def serve_in_thread(args: ServeArguments, timeout: float = 120.0) -> Iterator[str]:
-    """Serve in a background thread (tests, benchmarks, the toy deploy); yields the base URL `http://host:port/v1`.
-    With port 0 the system picks a free port."""
-    app, shutdown = build_app(args)
-    server = uvicorn_server(app, args)
+def serve_app_in_thread(app, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
+                        timeout: float = 120.0) -> Iterator[str]:
+    """Serve an ASGI app on uvicorn in a background thread; yields its root URL `http://host:port` (port 0: a free
+    port)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), name="llm-recipes-serve", daemon=True)
     thread.start()
     try:
@@ -147,10 +212,20 @@ def serve_in_thread(args: ServeArguments, timeout: float = 120.0) -> Iterator[st
                 break
             threading.Event().wait(0.05)
         if not server.started:
-            raise RuntimeError(f"the server did not start on {args.host}:{args.port}")
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://{args.host}:{port}/v1"
+            raise RuntimeError(f"the server did not start on {host}:{port}")
+        yield f"http://{host}:{server.servers[0].sockets[0].getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def serve_in_thread(args: ServeArguments, timeout: float = 120.0) -> Iterator[str]:
+    """Serve in a background thread (tests, benchmarks, the toy deploy); yields the base URL `http://host:port/v1`.
+    With port 0 the system picks a free port."""
+    app, shutdown = build_app(args)
+    try:
+        with serve_app_in_thread(app, args.host, args.port, args.log_level, timeout) as root:
+            yield f"{root}/v1"
+    finally:
         shutdown()
