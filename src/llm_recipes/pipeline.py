@@ -204,14 +204,15 @@ def run_pipeline(
         if integrity.lock_holder(output) is None:  # no stage is writing it: finish a final save cut by a kill
             integrity.finish_publish(output)
         marker = read_marker(output)
-        if marker is not None and not force and redo_changed:
+        if marker is not None and not force:
             try:
                 check_finished_stage(stage, marker, {**env, **stage.env})
             except ConfigError as err:
+                if not redo_changed:
+                    raise
                 print(f"{prefix}  {str(err).split('. Rerun with --force')[0]}: redoing it and the stages after it", flush=True)
                 force = True
         if marker is not None and not force:
-            check_finished_stage(stage, marker, {**env, **stage.env})
             print(f"{prefix}  skipped (finished with the same recipe: {stage.output})", flush=True)
             record = {"stage": stage.name, "status": "skipped", "seconds": 0.0, "output": stage.output, "result": marker}
             if (stage.name, marker.get("finished")) in earlier:  # the run that made this output took so long

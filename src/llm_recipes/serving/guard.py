@@ -74,8 +74,8 @@ class ToxicityCheck:
                                        severe_files=args.severe_files, min_hits=args.min_hits)
         self.pattern = WordListFilter._compile(self.detector.words + self.detector.severe)
 
-    def check(self, text: str) -> tuple[str | None, str]:
-        """(what fired or None, the text with matches redacted)."""
+    def check(self, text: str, messages: list[dict] | None = None) -> tuple[str | None, str]:
+        """(what fired or None, the text with matches redacted); the conversation is not needed."""
         verdict = self.detector.filter(Document(text=text, id="request"))
         if verdict is True:
             return None, text
@@ -93,7 +93,7 @@ class PIICheck:
         self.scrubber = PIIScrubber(placeholders=args.placeholders, only_public_ips=args.only_public_ips, **kwargs)
         self.placeholders = args.placeholders
 
-    def check(self, text: str) -> tuple[str | None, str]:
+    def check(self, text: str, messages: list[dict] | None = None) -> tuple[str | None, str]:
         scrubbed = self.scrubber.format(text)
         if scrubbed == text:
             return None, text
@@ -150,7 +150,7 @@ def apply_filters(checks: list, text: str, stage: str, messages: list[dict] | No
     blocking one fired)."""
     hits: list[Hit] = []
     for check in checks:
-        detail, redacted = check.check(text, messages) if isinstance(check, RewardModelCheck) else check.check(text)
+        detail, redacted = check.check(text, messages)
         if detail is None:
             continue
         hits.append(Hit(check.name, stage, check.action, detail))
@@ -586,6 +586,8 @@ class Guard:
                 events = parse_sse(data[:cut]) if cut > 1 else []
                 state["events"] += events
                 state["pending"] = b"" if cut > 1 else data
+                if done:  # logged before the last bytes go out: a client rating the reply at once finds it
+                    log_passed_through()
                 if events or done:
                     await send({"type": "http.response.body", "more_body": not done,
                                 "body": b"".join(sse(with_reply_id(e, log_fields["request_id"])) for e in events)})
@@ -602,16 +604,20 @@ class Guard:
                 completion_tokens=usage.get("completion_tokens"), filters=[h.as_dict() for h in hits],
                 **({"error": error} if error else {})))
 
-        await self.app(inner_scope, inner_receive, inner_send)
-        if state["streaming"] and not self.hold_streams:  # passed through: logged once the stream has ended
+        def log_passed_through() -> None:
+            """A stream passed through: its reply from the events, the filters (log-only here), the log line."""
+            state["logged"] = True
             events = state["events"]
             state["reply"] = "".join(chunk_content(e) for e in events)
             state["usage"] = next((e["usage"] for e in reversed(events) if isinstance(e, dict) and e.get("usage")), {})
             state["error"] = next((e.get("error") for e in events if isinstance(e, dict) and e.get("error")), None)
-            _, found, _ = apply_filters(self.settings.output_filters, state["reply"], "output",  # log-only here
-                                        log_fields["messages"])
-            hits += found
+            _, found, _ = apply_filters(self.settings.output_filters, state["reply"], "output", log_fields["messages"])
+            hits.extend(found)
             write_log()
+
+        await self.app(inner_scope, inner_receive, inner_send)
+        if state["streaming"] and not self.hold_streams and not state.get("logged"):  # ended without a last message
+            log_passed_through()
 
     async def finish(self, send: Send, state: dict, hits: list[Hit], write_log: Callable[[], None],
                      request_id: str, messages: list[dict]) -> None:
