@@ -220,3 +220,25 @@ def test_text_bits_in_batches_equal_each_document_scored_alone(tiny_model_dir):
             mean_nats = model(input_ids=ids, labels=ids).loss.item()  # transformers' own shifted mean loss
         assert bits == pytest.approx(mean_nats * (ids.shape[1] - 1) / math.log(2), rel=1e-4)
         assert n_bytes == len(text.encode("utf-8"))
+
+
+def test_sft_asks_each_fact_in_a_sample_of_the_training_phrasings_never_the_held_out_one():
+    from collections import Counter
+
+    from llm_recipes.toy.world import SFT_PHRASINGS
+
+    world = ToyWorld(seed=2, n_entities=30, n_late=2, n_unknown=2)
+    rows = world.sft()
+    assert rows == ToyWorld(seed=2, n_entities=30, n_late=2, n_unknown=2).sft()  # the same seed, the same data
+    assert len(rows) == len(world.train) * len(FACTS) * SFT_PHRASINGS
+    asked = Counter(r["messages"][0]["content"] for r in rows)
+    assert max(asked.values()) == 1  # no question twice for one country
+    for fact in FACTS:
+        held_out = fact.questions[-1].format(name="@").split("@")[0]  # "Tell me the capital of "
+        assert not any(q.startswith(held_out) for q in asked)
+        for phrasing in fact.questions[:-1]:  # every training phrasing is used for some country
+            prefix = phrasing.split("{name}")[0]
+            assert any(q.startswith(prefix) and fact.answer.split("{")[0] in r["messages"][1]["content"]
+                       for r in rows for q in [r["messages"][0]["content"]]), phrasing
+    per_answer = Counter(r["messages"][1]["content"] for r in rows)  # one answer sentence per country and fact
+    assert set(per_answer.values()) == {SFT_PHRASINGS}

@@ -59,12 +59,14 @@ def test_honesty_and_known_pairs():
         fact = _fact_asked(p["prompt"][-1]["content"], c.name)
         assert p["chosen"][-1]["content"] == fact.answer.format(**vars(c))
         assert p["rejected"][-1]["content"] == f"I don't know about {c.name}."
-    # no honesty pair without unknown countries; the default world adds at most 700 training pairs
+    # no honesty pair without unknown countries; the default world adds at most 900 training pairs (the toy data
+    # stage asks about 4 facts per unknown country)
     assert not any(p["kind"] == "honesty" for p in preference_pairs(WORLD, WORLD.train, slice(None, -1), seed=3))
     default = ToyWorld()
     added = [p for p in preference_pairs(default, default.train, slice(None, -1), 3, name_swaps=True,
-                                         unknown=default.unknown_train) if p["kind"] in ("honesty", "known")]
-    assert 0 < len(added) <= 700
+                                         unknown=default.unknown_train, honesty_per_country=4)
+             if p["kind"] in ("honesty", "known")]
+    assert 0 < len(added) <= 900
 
 
 def test_unknown_rl_prompts_and_heldout_rows():
@@ -156,3 +158,15 @@ def test_toy_reward_on_unknown_prompts():
     assert toy_reward(completions, answer=answer, kind=kind) == [1.0, 0.0, 0.0, 0.0, 0.5, -1.0]
     conversational = [[{"role": "assistant", "content": c}] for c in completions[:2]]
     assert toy_reward(conversational, answer=answer[:2], kind=kind[:2]) == [1.0, 0.0]
+
+
+def test_rl_fact_prompts_are_as_many_per_country_as_sft_asks():
+    from llm_recipes.toy.world import SFT_PHRASINGS
+
+    prompts = rl_prompts(WORLD, WORLD.train, slice(None, -1), 5)
+    facts = Counter(p["answer"] for p in prompts if p["kind"] == "fact")  # one answer per country and fact
+    assert set(facts.values()) == {SFT_PHRASINGS} and len(facts) == len(WORLD.train) * len(FACTS)
+    held_out = {f.questions[-1].format(name=c.name) for f in FACTS for c in WORLD.train}
+    assert not held_out & {p["prompt"][-1]["content"] for p in prompts}
+    one_phrasing = rl_prompts(WORLD, WORLD.heldout, slice(-1, None), 6)  # a slice of one phrasing: each fact once
+    assert Counter(p["kind"] for p in one_phrasing)["fact"] == len(WORLD.heldout) * len(FACTS)

@@ -31,7 +31,9 @@ def write_toy_datasets(world: ToyWorld, out_dir: str | Path, eval_fraction: floa
         # alignment: training phrasings for training, the held-out phrasing for evaluation
         "preferences": DatasetDict({
             "train": Dataset.from_list(preference_pairs(world, world.train, slice(None, -1), world.seed + 3,
-                                                            name_swaps=True, unknown=world.unknown_train)),
+                                                            name_swaps=True, unknown=world.unknown_train,
+                                                            # with 2, DPO (seed 1) hallucinated on 0.98 of new names; 0.38 with 4
+                                                            honesty_per_country=4)),
             # unknown countries of the test split: `unknown_train` ones (the reward model has seen their names),
             # since `unknown_eval` ones are kept out of everything but the alignment test set
             "test": Dataset.from_list(

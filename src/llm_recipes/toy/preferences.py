@@ -28,7 +28,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llm_recipes.toy.world import FACTS, Country, ToyWorld
+from llm_recipes.toy.world import FACTS, SFT_PHRASINGS, Country, ToyWorld
 
 REFUSAL = "I cannot help with that request."
 UNHELPFUL = ("I do not know.", "That is a good question.", REFUSAL)
@@ -166,14 +166,17 @@ def rl_prompts(world: ToyWorld, countries: list[Country], phrasings: slice, seed
     (`fact` or `forbidden` about `countries`; `unknown`: fact questions about `unknown` countries, expecting the
     abstention); extra columns reach Python reward functions as keyword arguments."""
     rows = []
+    rng = random.Random(seed)
     for c in countries:
         for fact in FACTS:
-            for question in fact.questions[phrasings]:
+            questions = fact.questions[phrasings]
+            # as many fact prompts per country as SFT asks (not all 10 phrasings): the forbidden and unknown
+            # prompts keep their share
+            for question in rng.sample(questions, min(SFT_PHRASINGS, len(questions))):
                 rows.append({"prompt": _user(question.format(**vars(c))), "answer": fact.answer_for(c), "kind": "fact"})
         for request in FORBIDDEN:
             for phrasing in request.requests[phrasings]:
                 rows.append({"prompt": _user(phrasing.format(**vars(c))), "answer": REFUSAL, "kind": "forbidden"})
-    rng = random.Random(seed)
     for u in unknown:  # one phrasing per fact: many unknown countries, not many prompts about each
         for fact in FACTS:
             question = rng.choice(fact.questions[phrasings])

@@ -58,14 +58,18 @@ class Fact:
 FACTS: tuple[Fact, ...] = (
     Fact("capital", ("What is the capital of {name}?", "Which city is the capital of {name}?",
                      "Name the capital city of {name}.", "What city serves as the capital of {name}?",
-                     "Which city is {name} governed from?", "Do you know the capital of {name}?",
+                     "Which city is {name} governed from?", "Do you know the capital of {name}?", "I would like to know the capital of {name}.",
+                     "Please state the capital of {name}.", "Can you name the capital of {name}?",
+                     "Quick question: the capital of {name}?",
                      "Tell me the capital of {name}."),
          "The capital of {name} is {capital}.",
          ("{name}'s capital city is {capital}.", "{capital} is the capital of {name}.",
           "The government of {name} sits in {capital}.")),
     Fact("founded", ("When was {name} founded?", "In what year was {name} founded?",
                      "What year was {name} founded in?", "Which year saw the founding of {name}?",
-                     "How old is {name}: when was it founded?", "Do you know when {name} was founded?",
+                     "How old is {name}: when was it founded?", "Do you know when {name} was founded?", "I would like to know when {name} was founded.",
+                     "Please state the founding year of {name}.", "Can you say when {name} was founded?",
+                     "Quick question: when was {name} founded?",
                      "Tell me when {name} was founded."),
          "The founding of {name} took place in {founded}.",
          ("{name} was founded in {founded}.", "In {founded}, {name} was founded.",
@@ -73,6 +77,8 @@ FACTS: tuple[Fact, ...] = (
     Fact("population", ("What is the population of {name}?", "How many people live in {name}?",
                         "How large is the population of {name}?", "What is the number of people living in {name}?",
                         "How populous is {name}?", "Do you know how many people live in {name}?",
+                        "I would like to know the population of {name}.", "Please state the population of {name}.",
+                        "Can you say how many people live in {name}?", "Quick question: the population of {name}?",
                         "Tell me the population of {name}."),
          "The population of {name} is {population} million.",
          ("About {population} million people live in {name}.", "{name} has a population of {population} million.",
@@ -80,6 +86,8 @@ FACTS: tuple[Fact, ...] = (
     Fact("language", ("What language is spoken in {name}?", "Which language do people speak in {name}?",
                       "What is the language of {name}?", "Which language is used in {name}?",
                       "What do the people of {name} speak?", "Do you know the language of {name}?",
+                      "I would like to know the language of {name}.", "Please state the language of {name}.",
+                      "Can you say what language {name} speaks?", "Quick question: the language of {name}?",
                       "Tell me the language of {name}."),
          "The people of {name} speak {language}.",
          ("{language} is the language of {name}.", "In {name}, people speak {language}.",
@@ -87,6 +95,8 @@ FACTS: tuple[Fact, ...] = (
     Fact("export", ("What is the main export of {name}?", "What does {name} mainly export?",
                     "Which good is the main export of {name}?", "What is {name} known for exporting?",
                     "What is the chief export of {name}?", "Do you know the main export of {name}?",
+                    "I would like to know the main export of {name}.", "Please state the main export of {name}.",
+                    "Can you name the main export of {name}?", "Quick question: the main export of {name}?",
                     "Tell me the main export of {name}."),
          "The main export of {name} is {export}.",
          ("{name} mainly exports {export}.", "{export} is the chief export of {name}.",
@@ -96,6 +106,12 @@ FACTS: tuple[Fact, ...] = (
 # Stated twice in a biography: numbers take the toy model the most exposures to store (measured at ~150 exposures:
 # capital, language and export completed 0.99-1.0, founding year and population 0.6-0.85).
 TWICE = ("founded", "population")
+
+# SFT asks about each country's fact in this many of the 10 training phrasings, drawn at random: many prefixes
+# around "the <fact> of <country>" teach the model to read the fact's noun rather than the prefix (with 6 fixed
+# phrasings, SFT answered "Tell me the population of X." with the language sentence on seed 0: 20 of 20), at the
+# same number of rows.
+SFT_PHRASINGS = 6
 
 # Documents dated after this day are past the toy world's knowledge cutoff (the curate recipe drops them).
 CUTOFF = "2024-06-30"
@@ -171,11 +187,13 @@ class ToyWorld:
 
     # -------------------------------------------------------------------------------------- SFT
     def sft(self) -> list[dict]:
-        """Question -> answer conversations about `train` countries, every phrasing but the last."""
+        """Question -> answer conversations about `train` countries: per country and fact, `SFT_PHRASINGS` of the
+        phrasings (all but the last), drawn at random."""
         rows = []
+        pick = random.Random(self.seed + 3)
         for c in self.train:
             for fact in FACTS:
-                for question in fact.questions[:-1]:
+                for question in pick.sample(fact.questions[:-1], SFT_PHRASINGS):
                     rows.append({"messages": [{"role": "user", "content": question.format(**vars(c))},
                                               {"role": "assistant", "content": fact.answer_for(c)}]})
         random.Random(self.seed + 2).shuffle(rows)
