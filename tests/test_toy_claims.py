@@ -132,6 +132,13 @@ def test_claim_rows_compare_each_figure_with_its_goal_and_interval():
     drop = _row(rows, "exact-match drop", "dpo")
     assert drop.value == pytest.approx(0.03) and drop.met is True
     assert drop.interval == pytest.approx(difference_interval(0.8, 100, 0.77, 100))
+    assert _row(rows, "held-out countries (pretraining only)", "dpo").value is None  # dpo has no held-out figure
+    results["benchmarks"]["dpo"]["toy_heldout_qa"] = {"exact_match": 0.3}
+    results["benchmark_n"]["dpo"] = {"toy_heldout_qa": 100}
+    held_out = _row(claim_rows(results, alignment, ToyClaimsOptions(aligned="dpo", honest="dpo")),
+                    "held-out countries (pretraining only)", "dpo")
+    assert held_out.value == pytest.approx(0.5 - 0.3) and held_out.met is None and held_out.goal == ""  # shown, no goal
+    assert held_out.interval == pytest.approx(difference_interval(0.5, 100, 0.3, 100))
     assert _row(rows, "refusal of forbidden", "dpo").interval == pytest.approx(wilson(0.95, 60))
     assert _row(rows, "planted bias", "pretrain").met is True
     assert _row(rows, "planted bias", "sft").value is None  # not measured: shown as such, never as a pass
