@@ -29,6 +29,30 @@ def main(data_args: DataArguments, training_args: PPOArguments, model_args: Alig
     training.setup(training_args)
     with training.main_process_loads_data_first(training_args):
         dataset = data.load_stage_data(data_args, seed=training_args.seed, kind="prompt")
+    # ptx data before any model loads: a bad key stops the run at once
+    ptx = None
+    if training_args.ptx_coef and training_args.ptx_dataset_name:
+        raw = data.load_source(training_args.ptx_dataset_name, split="train")
+        kind = "preference" if {"chosen", "rejected"} <= set(raw.column_names) else "sft"
+        ptx = data.normalise(raw, kind=kind, source=training_args.ptx_dataset_name)
+        if kind == "preference":
+            ptx = ptx.map(lambda r: {"prompt": r["prompt"], "completion": r["chosen"]}, remove_columns=["chosen", "rejected"])
+        elif "messages" in ptx.column_names:
+            ptx = ptx.map(lambda r: {"prompt": r["messages"][:-1], "completion": r["messages"][-1:]}, remove_columns=["messages"])
+        elif "completion" not in ptx.column_names:
+            raise ConfigError(f"ptx_dataset_name: {training_args.ptx_dataset_name}: needs demonstrations (pairs, conversations or "
+                              "prompt/completion), not plain text")
+    elif training_args.ptx_coef:
+        raise ConfigError("ptx_coef: set ptx_dataset_name (the demonstrations of the ptx term)")
+    ptx_text = None
+    if training_args.ptx_text_coef:
+        if not training_args.ptx_text_dataset_name:
+            raise ConfigError("ptx_text_coef: set ptx_text_dataset_name (the plain text of the pretraining term)")
+        ptx_text = data.load_source(training_args.ptx_text_dataset_name, split="train")
+        if "text" not in ptx_text.column_names:
+            raise ConfigError(f"ptx_text_dataset_name: {training_args.ptx_text_dataset_name}: needs a 'text' column; "
+                              f"columns seen: {ptx_text.column_names}")
+
     tokenizer = models.load_tokenizer(model_args, training_args.trust_remote_code)
 
     reward_model = reward_tokenizer = reward_function = None
@@ -50,25 +74,10 @@ def main(data_args: DataArguments, training_args: PPOArguments, model_args: Alig
                                    key="value_model_path")
         value_model = models.load_pretrained(AutoModelForSequenceClassification, training_args.value_model_path, "value_model_path")
 
-    ptx = None
-    if training_args.ptx_coef and training_args.ptx_dataset_name:
-        raw = data.load_source(training_args.ptx_dataset_name, split="train")
-        kind = "preference" if {"chosen", "rejected"} <= set(raw.column_names) else "sft"
-        ptx = data.normalise(raw, kind=kind, source=training_args.ptx_dataset_name)
-        if kind == "preference":
-            ptx = ptx.map(lambda r: {"prompt": r["prompt"], "completion": r["chosen"]}, remove_columns=["chosen", "rejected"])
-        elif "messages" in ptx.column_names:
-            ptx = ptx.map(lambda r: {"prompt": r["messages"][:-1], "completion": r["messages"][-1:]}, remove_columns=["messages"])
-        elif "completion" not in ptx.column_names:
-            raise ConfigError(f"ptx_dataset_name: {training_args.ptx_dataset_name}: needs demonstrations (pairs, conversations or "
-                              "prompt/completion), not plain text")
-    elif training_args.ptx_coef:
-        raise ConfigError("ptx_coef: set ptx_dataset_name (the demonstrations of the ptx term)")
-
     trainer = PPOTrainer(
         training_args, policy, tokenizer, dataset["train"], reward_model=reward_model, reward_tokenizer=reward_tokenizer,
         reward_function=reward_function, ref_model=ref_model, value_model=value_model, peft_config=peft_config,
-        continue_adapter=from_adapter and model_args.use_peft, ptx_dataset=ptx,
+        continue_adapter=from_adapter and model_args.use_peft, ptx_dataset=ptx, ptx_text_dataset=ptx_text,
     )
     checkpoints = list_checkpoints(training_args.output_dir)
     resume = training_args.resume_from_checkpoint or (checkpoints[-1] if checkpoints else None)

@@ -17,7 +17,7 @@ def a_share(prompts, completions, **_):
     return [t.count("a") / max(len(t), 1) for t in texts]
 
 
-def make_trainer(tiny_model_dir, toy_data_dir, tmp_path, **overrides):
+def make_trainer(tiny_model_dir, toy_data_dir, tmp_path, ptx_text_dataset=None, **overrides):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     policy = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     prompts = load_source(str(toy_data_dir / "rl_prompts"), split="train").select(range(256))
@@ -27,7 +27,7 @@ def make_trainer(tiny_model_dir, toy_data_dir, tmp_path, **overrides):
                     report_to="none", num_sample_generations=0)
     settings.update(overrides)
     args = PPOArguments(**settings)
-    return PPOTrainer(args, policy, tokenizer, prompts, reward_function=a_share)
+    return PPOTrainer(args, policy, tokenizer, prompts, reward_function=a_share, ptx_text_dataset=ptx_text_dataset)
 
 
 def test_ppo_raises_a_rule_based_reward(tiny_model_dir, toy_data_dir, tmp_path):
@@ -91,3 +91,29 @@ def test_ppo_keeps_the_newest_complete_checkpoints_and_resumes_from_the_last(tin
     assert resumed.history[:3] == trainer.history[:3]  # the saved history, as it was
     assert [json.loads(x)["update"] for x in (out / "ppo_log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
     assert resumed.history[3]["objective/scores"] == pytest.approx(trainer.history[3]["objective/scores"], abs=1e-5)
+
+
+def _nll(model, tokenizer, text: str) -> float:
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        return float(model(ids, labels=ids).loss)
+
+
+def test_ppo_ptx_text_term_trains_on_plain_text(tiny_model_dir, toy_data_dir, tmp_path):
+    """PPO-ptx's pretraining term: a language-modelling loss on plain text beside the RL objective. A sentence the
+    RL prompts never ask about is learnt with the term and not without it."""
+    from datasets import Dataset
+
+    sentence = "The capital of Zorvia is Quelmar, on the river Ost."
+    text = Dataset.from_dict({"text": [sentence] * 8, "source": ["web"] * 8})  # extra columns are ignored
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    before = _nll(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tokenizer, sentence)
+    after = {}
+    for coef in (0.0, 1.0):
+        torch.manual_seed(0)
+        trainer = make_trainer(tiny_model_dir, toy_data_dir, tmp_path / str(coef), ptx_text_dataset=text,
+                               total_episodes=32 * 4, ptx_text_coef=coef, logging_steps=1)
+        trainer.train()
+        after[coef] = _nll(trainer.accelerator.unwrap_model(trainer.model).policy, tokenizer, sentence)
+        assert ("loss/ptx_text" in trainer.history[-1]) == bool(coef)
+    assert after[1.0] < before - 1.0 and after[1.0] < after[0.0] - 1.0, (before, after)

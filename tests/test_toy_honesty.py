@@ -170,3 +170,19 @@ def test_rl_fact_prompts_are_as_many_per_country_as_sft_asks():
     assert not held_out & {p["prompt"][-1]["content"] for p in prompts}
     one_phrasing = rl_prompts(WORLD, WORLD.heldout, slice(-1, None), 6)  # a slice of one phrasing: each fact once
     assert Counter(p["kind"] for p in one_phrasing)["fact"] == len(WORLD.heldout) * len(FACTS)
+
+
+def test_heldout_countries_are_in_no_fine_tuning_data(toy_data_dir):
+    """Held-out countries are known from pretraining alone: no fine-tuning set names them, not even in a rejected
+    reply (a `correct` pair's answer about "another country" once drew it from every known country, so DPO and the
+    reward model learnt to push held-out facts down and aligned models lost them)."""
+    from llm_recipes.data import load_source
+
+    world = ToyWorld(seed=0, n_entities=40)
+    # names and capitals are words made for one country each: a hit can only be about a held-out country
+    words = re.compile(r"\b(" + "|".join(w for c in world.heldout for w in (c.name, c.capital)) + r")\b")
+    assert words.search(_texts_in(toy_data_dir / "corpus"))  # the scan sees them where they belong
+    for name in ("sft", "preferences", "rl_prompts", "cai_demos"):
+        rows = load_source(str(toy_data_dir / name), split="train")
+        text = "\n".join(json.dumps(row) for row in rows)
+        assert not words.search(text), (name, words.search(text))

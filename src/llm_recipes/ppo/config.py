@@ -81,6 +81,18 @@ class PPOArguments(TrainingArguments):
         metadata={"help": "Demonstrations for the ptx term: a preference dataset (its chosen replies), or "
                   "conversations / prompt-completion pairs (split `train`)."},
     )
+    ptx_text_coef: float = field(
+        default=0.0,
+        metadata={"help": "PPO-ptx's pretraining term (InstructGPT): weight of a language-modelling loss on plain "
+                  "text (`ptx_text_dataset_name`) added to every PPO step, beside `ptx_coef`'s demonstrations. It "
+                  "keeps what the RL prompts never ask about, e.g. facts of entities known from pretraining alone."},
+    )
+    ptx_text_dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Plain text for `ptx_text_coef`: a dataset with a `text` column (split `train`), e.g. the "
+                  "pretraining corpus; each document is cut into chunks of max_prompt_length + response_length "
+                  "tokens."},
+    )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory (GPU recipes)."})
     save_strategy: str = field(default="steps", metadata={"help": "Checkpoints (per update), so a killed run resumes."})
     save_steps: float = field(default=20, metadata={"help": "Checkpoint every this many updates."})

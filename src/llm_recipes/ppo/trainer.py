@@ -137,6 +137,7 @@ class PPOTrainer:
         peft_config=None,
         continue_adapter: bool = False,
         ptx_dataset: Dataset | None = None,
+        ptx_text_dataset: Dataset | None = None,
     ):
         if reward_model is None and reward_function is None:
             raise ValueError("PPOTrainer needs a reward_model or a reward_function")
@@ -198,6 +199,8 @@ class PPOTrainer:
 
         self.dataset = self._tokenize_prompts(train_dataset)
         self.ptx = self._tokenize_demonstrations(ptx_dataset) if ptx_dataset is not None and args.ptx_coef else None
+        self.ptx_text = (self._tokenize_text(ptx_text_dataset)
+                         if ptx_text_dataset is not None and args.ptx_text_coef else None)
         world = self.accelerator.num_processes
         self.local_batch = args.rollout_batch_size
         self.global_batch = self.local_batch * world
@@ -265,15 +268,29 @@ class PPOTrainer:
             out.append((ids, [0] * min(len(head_ids), len(ids)) + [1] * max(len(ids) - len(head_ids), 0)))
         return out
 
-    def _ptx_loss(self, model, size: int) -> torch.Tensor:
-        """Mean negative log-likelihood of a random micro-batch of demonstrations' completion tokens."""
-        picks = torch.randint(len(self.ptx), (size,)).tolist()
-        width = max(len(self.ptx[i][0]) for i in picks)
+    def _tokenize_text(self, dataset: Dataset) -> list[tuple[list[int], list[int]]]:
+        """(token ids, all-ones mask) of each chunk of max_prompt_length + response_length tokens of each `text`."""
+        if "text" not in dataset.column_names:
+            raise ValueError(f"the ptx text dataset needs a 'text' column; columns seen: {dataset.column_names}")
+        tokenizer, width = self.tokenizer, self.args.max_prompt_length + self.args.response_length
+        out = []
+        eos = tokenizer.eos_token or ""
+        for ids in tokenizer([text + eos for text in dataset["text"]], add_special_tokens=False)["input_ids"]:
+            out += [(ids[i : i + width], [1] * len(ids[i : i + width])) for i in range(0, len(ids), width)
+                    if len(ids[i : i + width]) > 1]
+        return out
+
+    def _ptx_loss(self, model, size: int, rows: list[tuple[list[int], list[int]]] | None = None) -> torch.Tensor:
+        """Mean negative log-likelihood of the masked tokens of a random micro-batch of `rows` (default: the
+        demonstrations, their completion tokens)."""
+        rows = self.ptx if rows is None else rows
+        picks = torch.randint(len(rows), (size,)).tolist()
+        width = max(len(rows[i][0]) for i in picks)
         ids = torch.full((size, width), self.pad_token_id, dtype=torch.long)
         attention = torch.zeros((size, width), dtype=torch.long)
         target = torch.zeros((size, width), dtype=torch.float)
         for row, i in enumerate(picks):
-            tokens, completion = self.ptx[i]
+            tokens, completion = rows[i]
             ids[row, : len(tokens)] = torch.tensor(tokens)
             attention[row, : len(tokens)] = 1
             target[row, : len(tokens)] = torch.tensor(completion, dtype=torch.float)
@@ -454,6 +471,10 @@ class PPOTrainer:
                             ptx_loss = self._ptx_loss(model, len(idx))
                             loss = loss + args.ptx_coef * ptx_loss
                             sums["loss/ptx"] = sums.get("loss/ptx", 0.0) + float(ptx_loss.detach())
+                        if self.ptx_text is not None:
+                            text_loss = self._ptx_loss(model, len(idx), self.ptx_text)
+                            loss = loss + args.ptx_text_coef * text_loss
+                            sums["loss/ptx_text"] = sums.get("loss/ptx_text", 0.0) + float(text_loss.detach())
                         self.accelerator.backward(loss)
                         if self.accelerator.sync_gradients and args.max_grad_norm:
                             self.accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
