@@ -18,6 +18,7 @@ from llm_recipes.ppo.config import PPOArguments
 from llm_recipes.errors import ConfigError
 from llm_recipes.hub import mark_complete, push_folder, write_model_card
 from llm_recipes.ppo import PPOTrainer, list_checkpoints
+from llm_recipes.ppo.ptx import load_ptx_data
 
 logger = logging.getLogger("llm_recipes")
 
@@ -29,29 +30,7 @@ def main(data_args: DataArguments, training_args: PPOArguments, model_args: Alig
     training.setup(training_args)
     with training.main_process_loads_data_first(training_args):
         dataset = data.load_stage_data(data_args, seed=training_args.seed, kind="prompt")
-    # ptx data before any model loads: a bad key stops the run at once
-    ptx = None
-    if training_args.ptx_coef and training_args.ptx_dataset_name:
-        raw = data.load_source(training_args.ptx_dataset_name, split="train")
-        kind = "preference" if {"chosen", "rejected"} <= set(raw.column_names) else "sft"
-        ptx = data.normalise(raw, kind=kind, source=training_args.ptx_dataset_name)
-        if kind == "preference":
-            ptx = ptx.map(lambda r: {"prompt": r["prompt"], "completion": r["chosen"]}, remove_columns=["chosen", "rejected"])
-        elif "messages" in ptx.column_names:
-            ptx = ptx.map(lambda r: {"prompt": r["messages"][:-1], "completion": r["messages"][-1:]}, remove_columns=["messages"])
-        elif "completion" not in ptx.column_names:
-            raise ConfigError(f"ptx_dataset_name: {training_args.ptx_dataset_name}: needs demonstrations (pairs, conversations or "
-                              "prompt/completion), not plain text")
-    elif training_args.ptx_coef:
-        raise ConfigError("ptx_coef: set ptx_dataset_name (the demonstrations of the ptx term)")
-    ptx_text = None
-    if training_args.ptx_text_coef:
-        if not training_args.ptx_text_dataset_name:
-            raise ConfigError("ptx_text_coef: set ptx_text_dataset_name (the plain text of the pretraining term)")
-        ptx_text = data.load_source(training_args.ptx_text_dataset_name, split="train")
-        if "text" not in ptx_text.column_names:
-            raise ConfigError(f"ptx_text_dataset_name: {training_args.ptx_text_dataset_name}: needs a 'text' column; "
-                              f"columns seen: {ptx_text.column_names}")
+    ptx, ptx_text = load_ptx_data(training_args)  # before any model loads: a bad key stops the run at once
 
     tokenizer = models.load_tokenizer(model_args, training_args.trust_remote_code)
 

@@ -68,6 +68,10 @@ CASES = [
     ("ppo-ptx-text-without-data", "ppo.py", {"ptx_text_coef": 1.0}, [], ["ptx_text_coef", "set ptx_text_dataset_name"]),
     ("ppo-ptx-text-not-text", "ppo.py", {"ptx_text_coef": 1.0, "ptx_text_dataset_name": f"{D}/rl_prompts"}, [],
      ["ptx_text_dataset_name", "rl_prompts", "needs a 'text' column"]),
+    ("ppo-ptx-text-sources-without-column", "ppo.py", {"ptx_text_coef": 1.0, "ptx_text_dataset_name": f"{BAD}/text_only.jsonl",
+     "ptx_text_sources": ["encyclopedia"]}, [], ["ptx_text_sources", "text_only.jsonl", "no 'source' column"]),
+    ("ppo-ptx-text-sources-none-match", "ppo.py", {"ptx_text_coef": 1.0, "ptx_text_dataset_name": f"{D}/corpus",
+     "ptx_text_sources": ["forum"]}, [], ["ptx_text_sources", "no row", "['forum']"]),
     ("dpo-beta-negative", "dpo.py", {"beta": -0.1}, [], ["beta", "must be >= 0"]),
     ("block-size-0", "pretrain.py", {"block_size": 0}, [], ["block_size", "must be > 0"]),
     ("vocab-size-negative", "tokenizer.py", {"vocab_size": -1}, [], ["vocab_size", "must be > 0"]),
@@ -118,6 +122,7 @@ def bad_inputs(tiny_model_dir, tmp_path_factory) -> Path:
     (out / "empty.jsonl").write_text("")
     (out / "blank.jsonl").write_text("\n  \n\n")
     (out / "empty_folder").mkdir()
+    (out / "text_only.jsonl").write_text('{"text": "The capital of Zorvia is Quelmar."}\n')
     return out
 
 

@@ -117,3 +117,16 @@ def test_ppo_ptx_text_term_trains_on_plain_text(tiny_model_dir, toy_data_dir, tm
         after[coef] = _nll(trainer.accelerator.unwrap_model(trainer.model).policy, tokenizer, sentence)
         assert ("loss/ptx_text" in trainer.history[-1]) == bool(coef)
     assert after[1.0] < before - 1.0 and after[1.0] < after[0.0] - 1.0, (before, after)
+
+
+def test_ptx_text_keeps_only_the_named_sources(tmp_path):
+    from llm_recipes.ppo.ptx import load_ptx_data
+
+    rows = [{"text": f"doc {i}", "source": source} for i, source in enumerate(["encyclopedia", "community", "web"] * 3)]
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    settings = dict(output_dir=str(tmp_path / "ppo"), report_to="none", ptx_text_coef=1.0, ptx_text_dataset_name=str(path))
+    _, every = load_ptx_data(PPOArguments(**settings))
+    _, kept = load_ptx_data(PPOArguments(**settings, ptx_text_sources=["encyclopedia", "web"]))
+    assert len(every) == 9
+    assert sorted(kept["text"]) == ["doc 0", "doc 2", "doc 3", "doc 5", "doc 6", "doc 8"]

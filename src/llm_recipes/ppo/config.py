@@ -93,6 +93,11 @@ class PPOArguments(TrainingArguments):
                   "pretraining corpus; each document is cut into chunks of max_prompt_length + response_length "
                   "tokens."},
     )
+    ptx_text_sources: list[str] | None = field(
+        default=None,
+        metadata={"help": "Keep only the rows of `ptx_text_dataset_name` whose `source` column is one of these (e.g. "
+                  "a curated corpus's knowledge sources, not one whose bias alignment counters). Unset: every row."},
+    )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory (GPU recipes)."})
     save_strategy: str = field(default="steps", metadata={"help": "Checkpoints (per update), so a killed run resumes."})
     save_steps: float = field(default=20, metadata={"help": "Checkpoint every this many updates."})
