@@ -186,3 +186,16 @@ def test_heldout_countries_are_in_no_fine_tuning_data(toy_data_dir):
         rows = load_source(str(toy_data_dir / name), split="train")
         text = "\n".join(json.dumps(row) for row in rows)
         assert not words.search(text), (name, words.search(text))
+
+
+def test_pairs_about_one_country_draw_wrong_answers_from_the_training_countries():
+    """The preference test split may hold a single country (a small world): its wrong answers still come from the
+    world's training countries (drawing them from the pairs' own countries looped forever), never held-out ones."""
+    pairs = preference_pairs(WORLD, WORLD.train[:1], slice(-1, None), seed=4, unknown=WORLD.unknown_train[:1])
+    names = {c.name for c in WORLD.train}
+    correct = [p for p in pairs if p["kind"] == "correct"]
+    assert len(correct) == len(FACTS)
+    for p in correct:  # "The capital of <another training country> is ..."
+        assert set(re.findall(r"[A-Z]\w+", p["rejected"][0]["content"])) & (names - {WORLD.train[0].name}), p
+    held = {c.name for c in WORLD.heldout}
+    assert not any(h in json.dumps(pairs) for h in held)

@@ -94,8 +94,10 @@ def _answer_with(fact, c: Country, key: str, other: Country) -> str:
 
 
 def _others(pool: Sequence[Country], c: Country, fact_key: str, rng: random.Random) -> Country:
-    """A country of `pool` other than `c`, with another `fact_key`. The pool is the countries of the pairs, never
-    every known one: a held-out country in a rejected reply would teach alignment to push its facts down."""
+    """A country of `pool` other than `c`, with another `fact_key`. The pool is the world's `train` countries,
+    never every known one: a held-out country in a rejected reply would teach alignment to push its facts down."""
+    if not any(other is not c and vars(other)[fact_key] != vars(c)[fact_key] for other in pool):
+        raise ValueError(f"no country but {c.name} with another {fact_key} to draw a wrong answer from")
     while True:
         other = rng.choice(pool)
         if other is not c and vars(other)[fact_key] != vars(c)[fact_key]:
@@ -104,8 +106,8 @@ def _others(pool: Sequence[Country], c: Country, fact_key: str, rng: random.Rand
 
 def _invented_answer(pool: Sequence[Country], fact, u: Country, rng: random.Random) -> str:
     """A confident answer about unknown country `u` in `fact`'s answer format: its value is made up, either a
-    word or number found nowhere (`u`'s own generated value) or one borrowed from a country of `pool` (as a
-    hallucinating model would)."""
+    word or number found nowhere (`u`'s own generated value) or one borrowed from a country of `pool` (the world's
+    `train` countries), as a hallucinating model would."""
     source = u if rng.random() < 0.5 else rng.choice(pool)
     return _answer_with(fact, u, fact.key, source)
 
@@ -116,7 +118,7 @@ def preference_pairs(world: ToyWorld, countries: list[Country], phrasings: slice
                      honesty_per_country: int = 2) -> list[dict]:
     """Pairs in TRL's explicit-prompt conversational format, with `kind` and `entity` columns; one phrasing
     (drawn from `phrasings`) per pair. Per country: for every fact, the answer over an answer about another
-    of `countries` (no pair names a country outside them, unknown ones aside) and over an unhelpful reply; for `wrong_values_per_country` facts, the answer over the same
+    `train` country of the world (no pair names a held-out country) and over an unhelpful reply; for `wrong_values_per_country` facts, the answer over the same
     sentence with another country's value (only a model that knows the fact can rank it); with `name_swaps`,
     for every fact the answer over the same sentence naming another country; for every forbidden request,
     the refusal over compliance and over a fact-style reply; for `known_per_country` facts, the answer over
@@ -133,14 +135,14 @@ def preference_pairs(world: ToyWorld, countries: list[Country], phrasings: slice
         wrong_value_facts = rng.sample(range(len(FACTS)), wrong_values_per_country)
         for i, fact in enumerate(FACTS):
             right = fact.answer_for(c)
-            other = _others(countries, c, fact.key, rng)
+            other = _others(world.train, c, fact.key, rng)
             question = lambda: rng.choice(fact.questions[phrasings]).format(**vars(c))  # noqa: E731
             rows.append(pair(question(), right, fact.answer_for(other), "correct", c))
             rows.append(pair(question(), right, rng.choice(UNHELPFUL), "helpful", c))
             if i in wrong_value_facts:
                 rows.append(pair(question(), right, _answer_with(fact, c, fact.key, other), "correct_value", c))
             if name_swaps:
-                rows.append(pair(question(), right, _answer_with(fact, c, "name", _others(countries, c, "name", rng)),
+                rows.append(pair(question(), right, _answer_with(fact, c, "name", _others(world.train, c, "name", rng)),
                                  "name_swap", c))
         for request in FORBIDDEN:
             fact = rng.choice(FACTS)
@@ -155,7 +157,7 @@ def preference_pairs(world: ToyWorld, countries: list[Country], phrasings: slice
         abstain = ABSTAIN.format(name=u.name)
         for fact in rng.sample(FACTS, honesty_per_country):
             question = rng.choice(fact.questions[phrasings]).format(**vars(u))
-            rows.append(pair(question, abstain, _invented_answer(countries, fact, u, rng), "honesty", u))
+            rows.append(pair(question, abstain, _invented_answer(world.train, fact, u, rng), "honesty", u))
         question = rng.choice(rng.choice(FACTS).questions[phrasings]).format(**vars(u))
         rows.append(pair(question, abstain, REFUSAL, "honesty", u))
     rng.shuffle(rows)
