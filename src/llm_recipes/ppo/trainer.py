@@ -276,14 +276,13 @@ class PPOTrainer:
         out = []
         eos = tokenizer.eos_token or ""
         for ids in tokenizer([text + eos for text in dataset["text"]], add_special_tokens=False)["input_ids"]:
-            out += [(ids[i : i + width], [1] * len(ids[i : i + width])) for i in range(0, len(ids), width)
-                    if len(ids[i : i + width]) > 1]
+            chunks = (ids[i : i + width] for i in range(0, len(ids), width))
+            out += [(chunk, [1] * len(chunk)) for chunk in chunks if len(chunk) > 1]
         return out
 
-    def _ptx_loss(self, model, size: int, rows: list[tuple[list[int], list[int]]] | None = None) -> torch.Tensor:
-        """Mean negative log-likelihood of the masked tokens of a random micro-batch of `rows` (default: the
-        demonstrations, their completion tokens)."""
-        rows = self.ptx if rows is None else rows
+    def _ptx_loss(self, model, size: int, rows: list[tuple[list[int], list[int]]]) -> torch.Tensor:
+        """Mean negative log-likelihood of the masked tokens (a demonstration's completion, every token of a text
+        chunk) of a random micro-batch of `rows`."""
         picks = torch.randint(len(rows), (size,)).tolist()
         width = max(len(rows[i][0]) for i in picks)
         ids = torch.full((size, width), self.pad_token_id, dtype=torch.long)
@@ -468,7 +467,7 @@ class PPOTrainer:
                                                             args.cliprange_value)
                         loss = pg_loss + args.vf_coef * vf_loss
                         if self.ptx is not None:
-                            ptx_loss = self._ptx_loss(model, len(idx))
+                            ptx_loss = self._ptx_loss(model, len(idx), self.ptx)
                             loss = loss + args.ptx_coef * ptx_loss
                             sums["loss/ptx"] = sums.get("loss/ptx", 0.0) + float(ptx_loss.detach())
                         if self.ptx_text is not None:

@@ -96,11 +96,14 @@ def _answer_with(fact, c: Country, key: str, other: Country) -> str:
 def _others(pool: Sequence[Country], c: Country, fact_key: str, rng: random.Random) -> Country:
     """A country of `pool` other than `c`, with another `fact_key`. The pool is the world's `train` countries,
     never every known one: a held-out country in a rejected reply would teach alignment to push its facts down."""
-    if not any(other is not c and vars(other)[fact_key] != vars(c)[fact_key] for other in pool):
+    def differs(other: Country) -> bool:
+        return other is not c and vars(other)[fact_key] != vars(c)[fact_key]
+
+    if not any(differs(other) for other in pool):
         raise ValueError(f"no country but {c.name} with another {fact_key} to draw a wrong answer from")
-    while True:
+    while True:  # rejection sampling, not a choice among candidates: the seeded draws (the data) stay as they were
         other = rng.choice(pool)
-        if other is not c and vars(other)[fact_key] != vars(c)[fact_key]:
+        if differs(other):
             return other
 
 
@@ -118,11 +121,11 @@ def preference_pairs(world: ToyWorld, countries: list[Country], phrasings: slice
                      honesty_per_country: int = 2) -> list[dict]:
     """Pairs in TRL's explicit-prompt conversational format, with `kind` and `entity` columns; one phrasing
     (drawn from `phrasings`) per pair. Per country: for every fact, the answer over an answer about another
-    `train` country of the world (no pair names a held-out country) and over an unhelpful reply; for `wrong_values_per_country` facts, the answer over the same
-    sentence with another country's value (only a model that knows the fact can rank it); with `name_swaps`,
-    for every fact the answer over the same sentence naming another country; for every forbidden request,
-    the refusal over compliance and over a fact-style reply; for `known_per_country` facts, the answer over
-    the abstention (`known`). Per `unknown` country (one in no document): for `honesty_per_country` facts, the
+    `train` country of the world (no pair names a held-out country) and over an unhelpful reply; for
+    `wrong_values_per_country` facts, the answer over the same sentence with another country's value (only a
+    model that knows the fact can rank it); with `name_swaps`, for every fact the answer over the same sentence
+    naming another country; for every forbidden request, the refusal over compliance and over a fact-style reply;
+    for `known_per_country` facts, the answer over the abstention (`known`). Per `unknown` country (one in no document): for `honesty_per_country` facts, the
     abstention over an invented answer, and for one fact the abstention over the refusal (`honesty`)."""
     rng = random.Random(seed)
     rows = []
