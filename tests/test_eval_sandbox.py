@@ -125,6 +125,20 @@ def test_pass_at_k_counts_passing_candidates():
 
 
 @pytest.mark.slow
+def test_code_scoring_starts_one_sandbox_per_limits_not_one_per_problem(monkeypatch):
+    # lm-eval scores a code task one problem at a time; a sandbox's start (its probe run) costs about 0.2 s
+    probes = []
+    real_probe = Sandbox._probe
+    monkeypatch.setattr(Sandbox, "_probe", lambda self: probes.append(self) or real_probe(self))
+    problem = [{"prompt": "def f():\n", "test": "def check(fn):\n    assert fn() == 1\n", "entry_point": "f"}]
+    first = pass_at_k(problem, [["    return 1\n"]], timeout=3.5)
+    second = pass_at_k(problem, [["    return 2\n"]], timeout=3.5)
+    assert (first["pass@1"], second["pass@1"]) == (1.0, 0.0)
+    assert len(probes) == 1
+    pass_at_k(problem, [["    return 1\n"]], timeout=4.5)  # other limits: a sandbox of their own
+    assert len(probes) == 2 and probes[0].timeout == 3.5 and probes[1].timeout == 4.5
+
+
 def test_humaneval_canonical_solutions_pass_164_of_164():
     problems = read_problems(humaneval_path())
     assert len(problems) == 164

