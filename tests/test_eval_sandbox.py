@@ -124,7 +124,6 @@ def test_pass_at_k_counts_passing_candidates():
     assert [r["status"] for r in scores["results"][0]] == ["ok", "error", "timeout"]
 
 
-@pytest.mark.slow
 def test_code_scoring_starts_one_sandbox_per_limits_not_one_per_problem(monkeypatch):
     # lm-eval scores a code task one problem at a time; a sandbox's start (its probe run) costs about 0.2 s
     probes = []
@@ -139,6 +138,7 @@ def test_code_scoring_starts_one_sandbox_per_limits_not_one_per_problem(monkeypa
     assert len(probes) == 2 and probes[0].timeout == 3.5 and probes[1].timeout == 4.5
 
 
+@pytest.mark.slow
 def test_humaneval_canonical_solutions_pass_164_of_164():
     problems = read_problems(humaneval_path())
     assert len(problems) == 164

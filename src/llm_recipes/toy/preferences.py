@@ -125,8 +125,9 @@ def preference_pairs(world: ToyWorld, countries: list[Country], phrasings: slice
     `wrong_values_per_country` facts, the answer over the same sentence with another country's value (only a
     model that knows the fact can rank it); with `name_swaps`, for every fact the answer over the same sentence
     naming another country; for every forbidden request, the refusal over compliance and over a fact-style reply;
-    for `known_per_country` facts, the answer over the abstention (`known`). Per `unknown` country (one in no document): for `honesty_per_country` facts, the
-    abstention over an invented answer, and for one fact the abstention over the refusal (`honesty`)."""
+    for `known_per_country` facts, the answer over the abstention (`known`). Per `unknown` country (one in no
+    document): for `honesty_per_country` facts, the abstention over an invented answer, and for one fact the
+    abstention over the refusal (`honesty`)."""
     rng = random.Random(seed)
     rows = []
 
